@@ -1,0 +1,148 @@
+"""Group concurrent generation requests into full backend batches.
+
+Search code runs one asyncio task per problem; each task awaits ``generate`` with the requests
+of its current step. ``RequestBatcher`` collects everything submitted while the backend is busy
+(or within one event-loop turn) and hands the backend batches of up to ``max_batch_seqs``
+sequences, grouped so that every batch shares one sampling configuration (HF ``generate`` and
+most engines take one temperature/top-p/stop set per call).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from testtime.types import Completion, GenerationRequest, SamplingParams
+
+#: Signature of the blocking backend call: rows are (request, row seed) pairs, one per sampled
+#: sequence (a request with n=4 contributes 4 rows); returns one completion per row.
+BatchFn = Callable[[list[tuple[GenerationRequest, int | None]], SamplingParams], list[Completion]]
+
+
+def batch_key(params: SamplingParams) -> tuple[float, float, int, tuple[str, ...]]:
+    """Requests with equal keys can share one backend call (everything but n and seed)."""
+    return (params.temperature, params.top_p, params.max_tokens, params.stop)
+
+
+@dataclass
+class _Pending:
+    request: GenerationRequest
+    future: asyncio.Future[list[Completion]]
+    rows: list[Completion | None] = field(default_factory=list)
+    handed: int = 0
+    """Rows already given to a batch (rows are handed out in order)."""
+
+
+@dataclass
+class BatchStats:
+    """Occupancy counters, for benchmarks and the runner's progress display."""
+
+    calls: int = 0
+    rows: int = 0
+    max_rows: int = 0
+
+    @property
+    def mean_rows(self) -> float:
+        return self.rows / self.calls if self.calls else 0.0
+
+
+class RequestBatcher:
+    """Coalesce concurrent requests into batches and run them one at a time in a thread.
+
+    Contract: ``submit`` resolves to exactly ``request.params.n`` completions in row order.
+    Rows of one request may be split across batches when it is larger than the batch.
+    Backend exceptions propagate to every request of the failed batch.
+    """
+
+    def __init__(self, fn: BatchFn, max_batch_seqs: int) -> None:
+        if max_batch_seqs < 1:
+            raise ValueError(f"max_batch_seqs must be >= 1, got {max_batch_seqs}")
+        self._fn = fn
+        self._max = max_batch_seqs
+        self._queue: list[_Pending] = []
+        self._worker: asyncio.Task[None] | None = None
+        self._wakeup: asyncio.Event | None = None
+        # One backend call at a time: models are not re-entrant and share one device.
+        self._device_lock = threading.Lock()
+        self.stats = BatchStats()
+
+    async def submit(self, requests: Sequence[GenerationRequest]) -> list[list[Completion]]:
+        loop = asyncio.get_running_loop()
+        pending = [_Pending(r, loop.create_future()) for r in requests]
+        self._queue.extend(pending)
+        self._ensure_worker()
+        assert self._wakeup is not None
+        self._wakeup.set()
+        return list(await asyncio.gather(*(p.future for p in pending)))
+
+    def _ensure_worker(self) -> None:
+        if self._worker is None or self._worker.done():
+            self._wakeup = asyncio.Event()
+            self._worker = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
+        assert self._wakeup is not None
+        while True:
+            if not self._queue:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+            # Let every task that is ready this turn enqueue its requests before we cut a batch.
+            await asyncio.sleep(0)
+            batch, params = self._take_batch()
+            if not batch:
+                continue
+            rows = [(p.request, _row_seed(p.request.params.seed, i)) for p, i in batch]
+            try:
+                outs = await asyncio.to_thread(self._call, rows, params)
+            except BaseException as exc:  # noqa: BLE001 - forwarded to the awaiting callers
+                for p, _ in batch:
+                    if not p.future.done():
+                        p.future.set_exception(exc)
+                if not isinstance(exc, Exception):
+                    raise
+                continue
+            for (p, i), out in zip(batch, outs, strict=True):
+                p.rows[i] = out
+                if all(r is not None for r in p.rows) and not p.future.done():
+                    p.future.set_result([r for r in p.rows if r is not None])
+
+    def _call(
+        self, rows: list[tuple[GenerationRequest, int | None]], params: SamplingParams
+    ) -> list[Completion]:
+        with self._device_lock:
+            outs = self._fn(rows, params)
+        if len(outs) != len(rows):
+            raise RuntimeError(f"backend returned {len(outs)} completions for {len(rows)} rows")
+        self.stats.calls += 1
+        self.stats.rows += len(rows)
+        self.stats.max_rows = max(self.stats.max_rows, len(rows))
+        return outs
+
+    def _take_batch(self) -> tuple[list[tuple[_Pending, int]], SamplingParams]:
+        """Cut up to ``max_batch_seqs`` rows sharing the oldest request's sampling key."""
+        if not self._queue:
+            return [], SamplingParams()
+        head = self._queue[0].request.params
+        key = batch_key(head)
+        batch: list[tuple[_Pending, int]] = []
+        for p in list(self._queue):
+            if batch_key(p.request.params) != key:
+                continue
+            n = p.request.params.n
+            if not p.rows:
+                p.rows = [None] * n
+            take = range(p.handed, min(n, p.handed + self._max - len(batch)))
+            batch.extend((p, i) for i in take)
+            p.handed += len(take)
+            if p.handed == n:
+                self._queue.remove(p)
+            if len(batch) >= self._max:
+                break
+        return batch, head
+
+
+def _row_seed(seed: int | None, row: int) -> int | None:
+    return None if seed is None else seed * 1_000_003 + row
+

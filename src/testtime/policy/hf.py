@@ -1,0 +1,227 @@
+"""Hugging Face transformers policy backend (CPU and CUDA).
+
+Loads a Hub id, a local directory or a GGUF file (converted once to safetensors), renders
+requests with the model's chat template, and samples batches with ``model.generate``. A logits
+processor records, per generated token, the log-probability of the sampled token and the
+self-certainty of the full next-token distribution, without keeping the (batch x vocab x steps)
+logits in memory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from testtime.policy.batching import RequestBatcher
+from testtime.policy.completion import build_completion
+from testtime.policy.model_files import materialize, resolve
+from testtime.types import ChatMessage, Completion, GenerationRequest, SamplingParams
+
+log = logging.getLogger(__name__)
+
+#: Tokens decoded together when recovering one token's text; enough context for byte-level
+#: BPE and SentencePiece merges to render the same as in the full decode.
+_DECODE_WINDOW = 6
+
+
+@dataclass(frozen=True)
+class HFPolicyConfig:
+    """Engine settings for the transformers backend (per-request sampling lives elsewhere)."""
+
+    model: str = "default"
+    """Hub id, local directory, ``.gguf`` file, or ``default`` for the embedded SmolLM2."""
+    device: str = "auto"
+    """``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:N``."""
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    """``auto`` is bfloat16 on CUDA and float32 on CPU."""
+    max_batch_seqs: int = 32
+    """Most sequences sampled in one ``generate`` call."""
+    trust_remote_code: bool = False
+    """Allow model repositories to run their own code (only when the user asks)."""
+
+    def __post_init__(self) -> None:
+        if self.max_batch_seqs < 1:
+            raise ValueError(f"max_batch_seqs must be >= 1, got {self.max_batch_seqs}")
+
+
+def render_prompt(tokenizer: Any, messages: Sequence[ChatMessage], prefix: str) -> str:
+    """Chat template with an open assistant turn, followed by the partial answer verbatim."""
+    chat = [{"role": m.role, "content": m.content} for m in messages]
+    if getattr(tokenizer, "chat_template", None):
+        text = tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
+    else:  # base models: a plain transcript
+        text = "".join(f"{m['role'].capitalize()}: {m['content']}\n\n" for m in chat)
+        text += "Assistant: "
+    return str(text) + prefix
+
+
+def token_pieces(tokenizer: Any, ids: Sequence[int]) -> list[str]:
+    """Text contributed by each token; the pieces concatenate to ``decode(ids)``."""
+    if not ids:
+        return []
+    full = tokenizer.decode(ids)
+    windows = [list(ids[max(0, i - _DECODE_WINDOW) : i + 1]) for i in range(len(ids))]
+    with_tok = tokenizer.batch_decode(windows)
+    without = tokenizer.batch_decode([w[:-1] for w in windows])
+    pieces = [a[len(b) :] if a.startswith(b) else a for a, b in zip(with_tok, without)]
+    if "".join(pieces) == full:
+        return pieces
+    # Rare: a multi-byte character split across tokens. Exact but quadratic fallback: each
+    # token gets the text its prefix decode adds, once that decode is complete.
+    prefixes = tokenizer.batch_decode([list(ids[: i + 1]) for i in range(len(ids))])
+    out, done = [], 0
+    for text in prefixes:
+        if text.endswith("\ufffd") or not text.startswith(full[:done]):
+            out.append("")
+            continue
+        out.append(text[done:])
+        done = len(text)
+    out[-1] += full[sum(map(len, out)) :]
+    return out
+
+
+class _TokenStats:
+    """Logits processor that records sampled-token log-probs and self-certainty per step."""
+
+    def __init__(self, vocab_size: int) -> None:
+        self.log_v = math.log(vocab_size)
+        self.logprobs: list[Any] = []
+        self.certainty: list[Any] = []
+        self._prev: Any = None
+
+    def __call__(self, input_ids: Any, scores: Any) -> Any:
+        import torch
+
+        if self._prev is not None:  # the last column is the token sampled from _prev
+            self.logprobs.append(self._prev.gather(1, input_ids[:, -1:]).squeeze(1))
+        logp = torch.log_softmax(scores.float(), dim=-1)
+        # KL(uniform || p) = -log V - mean_j log p_j, normalised by log V.
+        self.certainty.append((-logp.mean(dim=-1) - self.log_v) / self.log_v)
+        self._prev = logp
+        return scores
+
+    def finish(self, last_tokens: Any) -> tuple[list[list[float]], list[list[float]]]:
+        import torch
+
+        if self._prev is not None:
+            self.logprobs.append(self._prev.gather(1, last_tokens[:, None]).squeeze(1))
+        lp = torch.stack(self.logprobs, 1).tolist() if self.logprobs else []
+        ce = torch.stack(self.certainty, 1).tolist() if self.certainty else []
+        return lp, ce
+
+
+class HFPolicy:
+    """Policy backed by a transformers causal LM; batches concurrent requests."""
+
+    def __init__(self, config: HFPolicyConfig) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.config = config
+        self.name = f"hf:{config.model}"
+        source = materialize(resolve(config.model))
+        device = config.device
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        dtype = {"auto": torch.bfloat16 if device.startswith("cuda") else torch.float32,
+                 "float32": torch.float32, "bfloat16": torch.bfloat16,
+                 "float16": torch.float16}[config.dtype]
+        self.tokenizer = AutoTokenizer.from_pretrained(
+            source.path, trust_remote_code=config.trust_remote_code
+        )
+        self.tokenizer.padding_side = "left"
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.model = AutoModelForCausalLM.from_pretrained(
+            source.path, dtype=dtype, trust_remote_code=config.trust_remote_code
+        ).to(device)
+        self.model.eval()
+        self.device = device
+        self.eos_ids = self._eos_ids()
+        self.num_parameters = sum(p.numel() for p in self.model.parameters())
+        self._batcher = RequestBatcher(self._generate_rows, config.max_batch_seqs)
+
+    @property
+    def batch_stats(self) -> Any:
+        return self._batcher.stats
+
+    def _eos_ids(self) -> list[int]:
+        ids = set()
+        gen_eos = getattr(self.model.generation_config, "eos_token_id", None)
+        for e in gen_eos if isinstance(gen_eos, list) else [gen_eos]:
+            if e is not None:
+                ids.add(int(e))
+        if self.tokenizer.eos_token_id is not None:
+            ids.add(int(self.tokenizer.eos_token_id))
+        # Chat models end a turn with their own token; generation must stop there too.
+        for tok in ("<|im_end|>", "<|eot_id|>", "<|end_of_text|>", "<|endoftext|>"):
+            tid = self.tokenizer.convert_tokens_to_ids(tok)
+            if isinstance(tid, int) and tid != self.tokenizer.unk_token_id and tid >= 0:
+                ids.add(tid)
+        return sorted(ids)
+
+    def render(self, request: GenerationRequest) -> str:
+        return render_prompt(self.tokenizer, request.messages, request.prefix)
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    async def generate(self, requests: Sequence[GenerationRequest]) -> list[list[Completion]]:
+        return await self._batcher.submit(requests)
+
+    async def aclose(self) -> None:
+        self.model = None
+
+    def _generate_rows(
+        self, rows: list[tuple[GenerationRequest, int | None]], params: SamplingParams
+    ) -> list[Completion]:
+        import torch
+
+        prompts = [self.render(r) for r, _ in rows]
+        # The chat template already holds BOS where the model wants it.
+        enc = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+        enc = {k: v.to(self.device) for k, v in enc.items()}
+        prompt_lens = enc["attention_mask"].sum(1).tolist()
+        seeds = [s for _, s in rows if s is not None]
+        if seeds:  # one generator per batch: reproducible for the same batching
+            digest = hashlib.sha256(repr(seeds).encode()).digest()
+            torch.manual_seed(int.from_bytes(digest[:8], "little") >> 1)
+        stats = _TokenStats(self.model.config.vocab_size)
+        greedy = params.temperature == 0
+        kwargs: dict[str, Any] = dict(
+            max_new_tokens=params.max_tokens,
+            do_sample=not greedy,
+            logits_processor=[stats],
+            pad_token_id=self.tokenizer.pad_token_id,
+            eos_token_id=self.eos_ids,
+        )
+        if not greedy:
+            kwargs.update(temperature=params.temperature, top_p=params.top_p, top_k=0)
+        else:
+            kwargs.update(temperature=None, top_p=None, top_k=None)
+        if params.stop:
+            kwargs.update(stop_strings=list(params.stop), tokenizer=self.tokenizer)
+        with torch.inference_mode():
+            out = self.model.generate(**enc, **kwargs)
+        new = out[:, enc["input_ids"].shape[1] :]
+        logprobs, certainties = stats.finish(new[:, -1])
+        eos = set(self.eos_ids)
+        results = []
+        for i, ids in enumerate(new.tolist()):
+            end = next((j for j, t in enumerate(ids) if t in eos), None)
+            body = ids if end is None else ids[:end]
+            results.append(
+                build_completion(
+                    token_pieces(self.tokenizer, body),
+                    prompt_tokens=int(prompt_lens[i]),
+                    stop=params.stop,
+                    ended_with_eos=end is not None,
+                    logprobs=logprobs[i] if logprobs else (),
+                    certainties=certainties[i] if certainties else (),
+                )
+            )
+        return results

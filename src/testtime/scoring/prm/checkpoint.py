@@ -1,0 +1,218 @@
+"""Loading helpers shared by the PRM families: device/dtype, tokenizer, backbone, head tensors.
+
+Every family loads its transformer backbone with ``from_pretrained`` (local directory or Hub
+id) and reads any extra head weights (Skywork's value head, Qwen's classifier) straight from
+the checkpoint's own tensor files by parameter name, so no remote code is executed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+#: Single-file and sharded weight layouts, in order of preference (safetensors first).
+_WEIGHT_INDEXES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
+_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+
+DtypeLike = torch.dtype | str | None
+DeviceLike = torch.device | str | None
+
+_DTYPE_NAMES = {
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+    "half": torch.float16,
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "float": torch.float32,
+}
+
+
+def resolve_device(device: DeviceLike) -> torch.device:
+    """``None``/``"auto"`` means CUDA when available, else CPU."""
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def resolve_dtype(dtype: DtypeLike, device: torch.device) -> torch.dtype:
+    """``None``/``"auto"`` means bfloat16 on CUDA and float32 elsewhere (CPU bf16 is slow)."""
+    if dtype is None or dtype == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    try:
+        return _DTYPE_NAMES[dtype.lower()]
+    except KeyError:
+        raise ValueError(f"unknown dtype {dtype!r}; use one of {sorted(_DTYPE_NAMES)}") from None
+
+
+def load_tokenizer(path_or_id: str, trust_remote_code: bool = False) -> Any:
+    """The checkpoint's own tokenizer (with its chat template)."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(path_or_id, trust_remote_code=trust_remote_code)
+
+
+def load_pretrained(
+    model_cls: Any,
+    path_or_id: str,
+    *,
+    device: torch.device,
+    dtype: torch.dtype,
+    trust_remote_code: bool = False,
+) -> Any:
+    """``model_cls.from_pretrained`` (a ``PreTrainedModel``) in eval mode on ``device``.
+
+    Checkpoint tensors the class does not use (``lm_head``, ``v_head.*``, ``score.*``) are
+    expected and ignored; a *missing* backbone weight would silently leave random values, so
+    it raises instead. On an accelerator the weights load straight onto it.
+    """
+    model, info = model_cls.from_pretrained(
+        path_or_id,
+        dtype=dtype,
+        trust_remote_code=trust_remote_code,
+        output_loading_info=True,
+        device_map=None if device.type == "cpu" else {"": device},
+    )
+    missing = [k for k in info.get("missing_keys", ()) if "rotary_emb" not in k]
+    if missing:
+        raise ValueError(
+            f"{path_or_id}: checkpoint lacks weights for {model_cls.__name__}: {sorted(missing)[:8]}"
+        )
+    return model.to(device).eval()
+
+
+def load_causal_lm_parts(
+    path_or_id: str, *, device: torch.device, dtype: torch.dtype, trust_remote_code: bool = False
+) -> tuple[nn.Module, torch.Tensor]:
+    """The decoder stack of a causal LM checkpoint and its output-embedding matrix.
+
+    The PRM only needs two rows of the LM head; the caller copies those and drops the rest.
+    """
+    from transformers import AutoModelForCausalLM
+
+    model = load_pretrained(
+        AutoModelForCausalLM,
+        path_or_id,
+        device=device,
+        dtype=dtype,
+        trust_remote_code=trust_remote_code,
+    )
+    output_embeddings = model.get_output_embeddings()
+    if output_embeddings is None or getattr(output_embeddings, "bias", None) is not None:
+        raise ValueError(f"{path_or_id}: expected a bias-free LM head")
+    weight = output_embeddings.weight
+    assert isinstance(weight, torch.Tensor)
+    return model.get_decoder(), weight
+
+
+def pad_id_of(tokenizer: Any) -> int:
+    """A valid id to pad with (its value is irrelevant: padded positions are masked and last)."""
+    for candidate in (tokenizer.pad_token_id, tokenizer.eos_token_id, 0):
+        if candidate is not None:
+            return int(candidate)
+    return 0
+
+
+def _local_or_hub_file(path_or_id: str, filename: str, hub_files: set[str] | None) -> Path | None:
+    local = Path(path_or_id)
+    if local.is_dir():
+        candidate = local / filename
+        return candidate if candidate.is_file() else None
+    if hub_files is None or filename not in hub_files:
+        return None
+    from huggingface_hub import hf_hub_download
+
+    return Path(hf_hub_download(path_or_id, filename))
+
+
+def _weight_files_for(path_or_id: str, names: Sequence[str]) -> dict[Path, list[str]]:
+    """Which tensor file holds each requested name (sharded or single-file checkpoints)."""
+    hub_files: set[str] | None = None
+    if not Path(path_or_id).is_dir():
+        from huggingface_hub import list_repo_files
+
+        hub_files = set(list_repo_files(path_or_id))
+    for index_name in _WEIGHT_INDEXES:
+        index_path = _local_or_hub_file(path_or_id, index_name, hub_files)
+        if index_path is None:
+            continue
+        weight_map: dict[str, str] = json.loads(index_path.read_text())["weight_map"]
+        missing = [n for n in names if n not in weight_map]
+        if missing:
+            heads = sorted(k for k in weight_map if not k.startswith("model."))
+            raise KeyError(f"{index_path}: no tensors {missing}; non-backbone tensors: {heads}")
+        by_file: dict[Path, list[str]] = {}
+        for name in names:
+            shard = _local_or_hub_file(path_or_id, weight_map[name], hub_files)
+            if shard is None:
+                raise FileNotFoundError(f"{index_path}: shard {weight_map[name]} is missing")
+            by_file.setdefault(shard, []).append(name)
+        return by_file
+    for file_name in _WEIGHT_FILES:
+        path = _local_or_hub_file(path_or_id, file_name, hub_files)
+        if path is not None:
+            return {path: list(names)}
+    raise FileNotFoundError(f"{path_or_id}: no {' / '.join(_WEIGHT_INDEXES + _WEIGHT_FILES)}")
+
+
+def read_tensors(path_or_id: str, names: Sequence[str]) -> dict[str, torch.Tensor]:
+    """Read the named tensors from a checkpoint's safetensors or PyTorch weight files."""
+    out: dict[str, torch.Tensor] = {}
+    for path, wanted in _weight_files_for(path_or_id, names).items():
+        if path.suffix == ".safetensors":
+            from safetensors import safe_open
+
+            with safe_open(str(path), framework="pt") as f:
+                available = set(f.keys())
+                for name in wanted:
+                    if name not in available:
+                        heads = sorted(k for k in available if not k.startswith("model."))
+                        raise KeyError(f"{path}: no tensor {name!r}; non-backbone tensors: {heads}")
+                    out[name] = f.get_tensor(name)
+        else:
+            # mmap keeps multi-GB .bin checkpoints (Skywork ships pytorch_model.bin) off the heap.
+            state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            for name in wanted:
+                if name not in state:
+                    heads = sorted(k for k in state if not k.startswith("model."))
+                    raise KeyError(f"{path}: no tensor {name!r}; non-backbone tensors: {heads}")
+                out[name] = state[name].clone()
+            del state
+    return out
+
+
+def single_token_id(tokenizer: Any, text: str, *, what: str) -> int:
+    """The id of ``text`` when it encodes (without special tokens) to exactly one token."""
+    ids = tokenizer.encode(text, add_special_tokens=False)
+    if len(ids) != 1:
+        raise ValueError(f"{what} {text!r} must be a single token, got ids {ids}")
+    return int(ids[0])
+
+
+def special_token_id(tokenizer: Any, token: str) -> int:
+    """The id of a special/added token, which must exist in the vocabulary."""
+    token_id = tokenizer.convert_tokens_to_ids(token)
+    if token_id is None or (token_id == tokenizer.unk_token_id and token != tokenizer.unk_token):
+        raise ValueError(f"tokenizer has no token {token!r}")
+    return int(token_id)
+
+
+def check_real_id(tokenizer: Any, real_vocab_size: int, what: str, got: int, expected: int) -> None:
+    """When the tokenizer is the family's real one (by vocabulary size), ids must be the known ones.
+
+    A mismatch means a different tokenizer revision than the model was trained with, so the
+    scores would be read from the wrong logits.
+    """
+    if len(tokenizer) >= real_vocab_size and got != expected:
+        raise ValueError(f"{what}: expected token id {expected} in the real vocabulary, got {got}")
