@@ -6,7 +6,7 @@ like beam-search PRM calls (a question, then 1..N steps, one score per step). Th
 path is exactly what ``PRMScorer.score`` runs after tokenisation: length-sorted packing under a
 token budget, one padded forward per batch, tensor gather of the scored positions, the head.
 
-    PYTHONPATH=src python bench/bench_prm.py --arch skywork-1.5b --budgets 8192,16384,32768
+    PYTHONPATH=src python bench/bench_prm.py --arch skywork-1.5b --budgets 4096,8192,16384
     PYTHONPATH=src python bench/bench_prm.py --tiny        # CPU smoke run, a few seconds
 
 Prints one JSON line. TFLOP/s uses the standard ``2 x non-embedding params x tokens`` (real,
@@ -82,9 +82,8 @@ def build(
 
     spec = dict(ARCHS[arch])
     head_kind = spec.pop("head")
-    config = Qwen2Config(
-        **spec, max_position_embeddings=32768, rope_theta=1_000_000.0, rms_norm_eps=1e-6
-    )
+    # RoPE base and max positions do not change the cost of a forward; defaults are kept.
+    config = Qwen2Config(**spec, rms_norm_eps=1e-6)
     with torch.device(device):
         backbone = Qwen2Model._from_config(config, attn_implementation=attn, dtype=dtype).eval()
         h = config.hidden_size
@@ -159,7 +158,7 @@ def main() -> None:
     parser.add_argument("--tiny", action="store_true", help="CPU smoke run with a toy model")
     parser.add_argument("--requests", type=int, default=256, help="requests per score call")
     parser.add_argument("--max-steps", type=int, default=16)
-    parser.add_argument("--budgets", default="16384", help="comma-separated max_batch_tokens")
+    parser.add_argument("--budgets", default="8192", help="comma-separated max_batch_tokens")
     parser.add_argument("--iters", type=int, default=3)
     parser.add_argument("--attn", default="sdpa", help="attention implementation")
     parser.add_argument("--seed", type=int, default=0)

@@ -136,7 +136,7 @@ def test_concurrent_calls_are_coalesced() -> None:
 
     results = asyncio.run(main())
     encoder = LengthEncoder()
-    for group, got in zip(groups, results):
+    for group, got in zip(groups, results, strict=True):
         r = group[0]
         assert got == [expected(encoder.encode(r.question, [s.text for s in r.steps]))]
     # The first call runs alone; the four that queued behind it share one forward.
@@ -180,22 +180,26 @@ def test_registry_and_spec_parsing() -> None:
 
 
 class _FakeVocab:
-    """Encodes only what the Math-Shepherd encoder asks for; pretends to be the real vocab."""
+    """Encodes only what the Math-Shepherd encoder asks for; ``tokens`` is its id -> token map."""
 
-    def __init__(self, size: int, ids: dict[str, list[int]]) -> None:
-        self.size, self.ids = size, ids
+    def __init__(self, tokens: dict[int, str], ids: dict[str, list[int]]) -> None:
+        self.tokens, self.ids = tokens, ids
 
     def __len__(self) -> int:
-        return self.size
+        return 32000
 
     def encode(self, text: str, add_special_tokens: bool = False) -> list[int]:
         return self.ids[text]
 
+    def convert_ids_to_tokens(self, token_id: int) -> str:
+        return self.tokens.get(token_id, "<unk>")
+
 
 def test_magic_ids_checked_against_real_vocabulary() -> None:
-    wrong = {"ки": [5], "+ -": [6, 7]}
+    mistral = {12902: "▁ки", 648: "▁+", 387: "▁-"}
+    wrong = {"ки": [5], "+ -": [6, 7]}  # e.g. a lookup that lost the word-initial space
     with pytest.raises(ValueError, match="12902"):
-        MathShepherdEncoder(_FakeVocab(32000, wrong))
-    MathShepherdEncoder(_FakeVocab(300, wrong))  # a small test vocabulary is not checked
-    real = MathShepherdEncoder(_FakeVocab(32000, {"ки": [12902], "+ -": [648, 387]}))
+        MathShepherdEncoder(_FakeVocab(mistral, wrong))
+    MathShepherdEncoder(_FakeVocab({}, wrong))  # another vocabulary is not checked
+    real = MathShepherdEncoder(_FakeVocab(mistral, {"ки": [12902], "+ -": [648, 387]}))
     assert (real.step_tag_id, real.good_id, real.bad_id) == (12902, 648, 387)

@@ -45,7 +45,7 @@ def test_scores_match_reference(ckpt: str, reference, max_batch_tokens: int) -> 
     got = asyncio.run(prm.score(REQUESTS))
     assert [len(g) for g in got] == [len(r.steps) for r in REQUESTS]
     assert got[3] == []
-    for request, scores in zip(REQUESTS, got):
+    for request, scores in zip(REQUESTS, got, strict=True):
         assert scores == pytest.approx(reference(request), abs=1e-5)
     flat = [s for g in got for s in g]
     assert max(flat) - min(flat) > 0.05, "scores should differ between positions"

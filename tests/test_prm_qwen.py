@@ -78,7 +78,7 @@ def test_scores_match_reference(ckpt: str, reference, max_batch_tokens: int) -> 
     prm = PRM_FAMILIES["qwen_prm"](ckpt, "cpu", None, max_batch_tokens)
     got = asyncio.run(prm.score(REQUESTS))
     assert [len(g) for g in got] == [len(r.steps) for r in REQUESTS]
-    for request, scores in zip(REQUESTS, got):
+    for request, scores in zip(REQUESTS, got, strict=True):
         assert scores == pytest.approx(reference(request), abs=1e-5)
     flat = [s for g in got for s in g]
     assert max(flat) - min(flat) > 0.05, "scores should differ between positions"
@@ -138,5 +138,5 @@ def test_remote_code_is_opt_in_and_agrees(ckpt: str, tmp_path: Path) -> None:
     assert type(remote.engine.backbone).__name__ == "Qwen2Model"
     got_ours = ours.score_sync(REQUESTS)
     got_remote = remote.score_sync(REQUESTS)
-    for a, b in zip(got_ours, got_remote):
+    for a, b in zip(got_ours, got_remote, strict=True):
         assert a == pytest.approx(b, abs=1e-5)

@@ -55,7 +55,7 @@ def test_scores_match_reference(ckpt: str, reference, max_batch_tokens: int) -> 
     prm = PRM_FAMILIES["skywork"](ckpt, "cpu", torch.float32, max_batch_tokens)
     got = asyncio.run(prm.score(REQUESTS))
     assert [len(g) for g in got] == [len(r.steps) for r in REQUESTS]
-    for request, scores in zip(REQUESTS, got):
+    for request, scores in zip(REQUESTS, got, strict=True):
         assert scores == pytest.approx(reference(request), abs=1e-5)
     flat = [s for g in got for s in g]
     assert max(flat) - min(flat) > 0.05, "scores should differ between positions"
@@ -76,3 +76,12 @@ def test_golden_input_layout(ckpt: str) -> None:
     # Each step is tokenised on its own: the tokens between two newline slots are exactly it.
     between = list(enc.input_ids[enc.positions[0] + 1 : enc.positions[1]])
     assert between == tok.encode("So 2+3 = 5.", add_special_tokens=False)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_bf16_close_to_fp32_reference(ckpt: str, reference) -> None:  # type: ignore[no-untyped-def]
+    prm = PRM_FAMILIES["skywork"](ckpt, "cuda")  # default dtype on CUDA: bfloat16
+    assert next(prm.engine.backbone.parameters()).dtype == torch.bfloat16
+    got = prm.score_sync(REQUESTS)
+    for request, scores in zip(REQUESTS, got, strict=True):
+        assert scores == pytest.approx(reference(request), abs=0.05)

@@ -280,7 +280,7 @@ def _train(tok: Tokenizer, specials: list[str], alphabet: list[str], vocab_size:
 
 
 def mistral_tokenizer() -> PreTrainedTokenizerFast:
-    """SentencePiece-style (Metaspace) BPE with Mistral's <unk>/<s>/</s> and a BOS post-processor."""
+    """SentencePiece-style (Metaspace) BPE with Mistral's <unk>/<s>/</s>; adds BOS like Mistral."""
     tok = Tokenizer(models.BPE(unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.Sequence(
         [

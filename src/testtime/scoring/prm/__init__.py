@@ -1,7 +1,7 @@
 """Process reward models: one adapter per PRM family behind the ``StepScorer`` protocol.
 
 Families are chosen as ``--prm FAMILY:PATH_OR_HUB_ID``. Each factory has the signature
-``(path_or_id, device=None, dtype=None, max_batch_tokens=16384, trust_remote_code=False)`` and
+``(path_or_id, device=None, dtype=None, max_batch_tokens=8192, trust_remote_code=False)`` and
 returns a :class:`~testtime.scoring.prm.scorer.PRMScorer`. Family modules import torch and
 transformers, so they are imported only when a factory is called.
 """

@@ -41,11 +41,10 @@ STEP_TAG = "ки"
 """Written after each step as ``" ки"``; SentencePiece encodes it as one word-initial token."""
 GOOD_TOKEN = "+"
 BAD_TOKEN = "-"
-#: Ids in the real Mistral vocabulary (model card), checked when that vocabulary is loaded.
-REAL_VOCAB_SIZE = 32000
-REAL_STEP_TAG_ID = 12902
-REAL_GOOD_ID = 648
-REAL_BAD_ID = 387
+#: (id, token) in the real Mistral vocabulary (model card), checked when that vocabulary is loaded.
+REAL_STEP_TAG = (12902, "▁ки")
+REAL_GOOD = (648, "▁+")
+REAL_BAD = (387, "▁-")
 
 
 class MathShepherdEncoder:
@@ -59,11 +58,9 @@ class MathShepherdEncoder:
         if len(candidates) != 2:
             raise ValueError(f"'+ -' must encode to two tokens, got {candidates}")
         self.good_id, self.bad_id = int(candidates[0]), int(candidates[1])
-        check_real_id(
-            tokenizer, REAL_VOCAB_SIZE, "math-shepherd step tag", self.step_tag_id, REAL_STEP_TAG_ID
-        )
-        check_real_id(tokenizer, REAL_VOCAB_SIZE, "math-shepherd '+'", self.good_id, REAL_GOOD_ID)
-        check_real_id(tokenizer, REAL_VOCAB_SIZE, "math-shepherd '-'", self.bad_id, REAL_BAD_ID)
+        check_real_id(tokenizer, "math-shepherd step tag", self.step_tag_id, REAL_STEP_TAG)
+        check_real_id(tokenizer, "math-shepherd '+'", self.good_id, REAL_GOOD)
+        check_real_id(tokenizer, "math-shepherd '-'", self.bad_id, REAL_BAD)
 
     def render(self, question: str, steps: Sequence[str]) -> tuple[str, list[int]]:
         """The input text and, per step, the character offset just past its tag."""
@@ -87,7 +84,9 @@ class MathShepherdEncoder:
         enc = self.tokenizer(text, add_special_tokens=True, return_offsets_mapping=True)
         end_to_index = {
             end: i
-            for i, (tok, (_, end)) in enumerate(zip(enc["input_ids"], enc["offset_mapping"]))
+            for i, (tok, (_, end)) in enumerate(
+                zip(enc["input_ids"], enc["offset_mapping"], strict=True)
+            )
             if tok == self.step_tag_id
         }
         missing = [e for e in tag_ends if e not in end_to_index]

@@ -47,9 +47,8 @@ SYSTEM_PROMPT = "Please reason step by step, and put your final answer within \\
 STEP_TAG = "<extra_0>"
 POSITIVE_CLASS = 1
 HEAD_TENSORS = ("score.0.weight", "score.0.bias", "score.2.weight", "score.2.bias")
-#: Ids in the real Qwen2.5-Math-PRM vocabulary, checked when that vocabulary is loaded.
-REAL_VOCAB_SIZE = 151643
-REAL_STEP_TAG_ID = 151651
+#: (id, token) in the real Qwen2.5-Math-PRM vocabulary, checked when that vocabulary is loaded.
+REAL_STEP_TAG = (151651, STEP_TAG)
 
 
 class QwenPRMEncoder:
@@ -60,9 +59,7 @@ class QwenPRMEncoder:
             raise ValueError("Qwen PRM tokenizer has no chat template")
         self.tokenizer = tokenizer
         self.step_tag_id = special_token_id(tokenizer, STEP_TAG)
-        check_real_id(
-            tokenizer, REAL_VOCAB_SIZE, "qwen-prm step tag", self.step_tag_id, REAL_STEP_TAG_ID
-        )
+        check_real_id(tokenizer, "qwen-prm step tag", self.step_tag_id, REAL_STEP_TAG)
 
     @staticmethod
     def conversation(question: str, steps: Sequence[str]) -> list[dict[str, str]]:

@@ -42,11 +42,10 @@ GOOD_TOKEN = "+"
 BAD_TOKEN = "-"
 PLACEHOLDER = "<|reserved_special_token_0|>"
 """A special token that cannot come out of ordinary text; stands in for each assistant "+"."""
-#: Ids in the real Llama 3 vocabulary, checked when that vocabulary is loaded.
-REAL_VOCAB_SIZE = 128256
-REAL_GOOD_ID = 10
-REAL_BAD_ID = 12
-REAL_PLACEHOLDER_ID = 128002
+#: (id, token) in the real Llama 3 vocabulary, checked when that vocabulary is loaded.
+REAL_GOOD = (10, "+")
+REAL_BAD = (12, "-")
+REAL_PLACEHOLDER = (128002, PLACEHOLDER)
 
 
 class RLHFlowEncoder:
@@ -59,19 +58,13 @@ class RLHFlowEncoder:
         self.good_id = int(tokenizer.encode(GOOD_TOKEN, add_special_tokens=False)[-1])
         self.bad_id = int(tokenizer.encode(BAD_TOKEN, add_special_tokens=False)[-1])
         self.placeholder_id = special_token_id(tokenizer, PLACEHOLDER)
-        check_real_id(tokenizer, REAL_VOCAB_SIZE, "rlhflow '+'", self.good_id, REAL_GOOD_ID)
-        check_real_id(tokenizer, REAL_VOCAB_SIZE, "rlhflow '-'", self.bad_id, REAL_BAD_ID)
-        check_real_id(
-            tokenizer,
-            REAL_VOCAB_SIZE,
-            "rlhflow placeholder",
-            self.placeholder_id,
-            REAL_PLACEHOLDER_ID,
-        )
+        check_real_id(tokenizer, "rlhflow '+'", self.good_id, REAL_GOOD)
+        check_real_id(tokenizer, "rlhflow '-'", self.bad_id, REAL_BAD)
+        check_real_id(tokenizer, "rlhflow placeholder", self.placeholder_id, REAL_PLACEHOLDER)
 
     @staticmethod
     def conversation(question: str, steps: Sequence[str], answer: str) -> list[dict[str, str]]:
-        """User turns carry the steps (the first prefixed by the question); each answer is ``answer``."""
+        """User turns hold the steps (the first also the question); assistants say ``answer``."""
         messages: list[dict[str, str]] = []
         for k, step in enumerate(steps):
             # The placeholder is a special token; text must not be able to inject it.

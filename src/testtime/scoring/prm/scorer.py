@@ -54,6 +54,8 @@ class PRMScorer:
         self._cache: OrderedDict[_CacheKey, EncodedRequest] = OrderedDict()
         self._cache_size = cache_size
         self._cache_lock = threading.Lock()
+        # Encoding runs in the worker thread and, for scored_tokens, in the caller's thread.
+        self._encode_lock = threading.Lock()
         self._pending: list[tuple[list[ScoreRequest], asyncio.Future[list[list[float]]]]] = []
         self._lock = asyncio.Lock()
         self._closed = False
@@ -66,7 +68,8 @@ class PRMScorer:
             if hit is not None:
                 self._cache.move_to_end(key)
                 return hit
-        encoded = self.encoder.encode(key[0], key[1])
+        with self._encode_lock:
+            encoded = self.encoder.encode(key[0], key[1])
         if len(encoded.positions) != len(request.steps):
             raise RuntimeError(
                 f"{self.name}: built {len(encoded.positions)} score positions "
@@ -89,6 +92,7 @@ class PRMScorer:
         return self.engine.run(encoded)
 
     async def score(self, requests: Sequence[ScoreRequest]) -> list[list[float]]:
+        """One probability per step, per request; the forward runs in a worker thread."""
         self._check_open()
         if not requests:
             return []
@@ -107,6 +111,7 @@ class PRMScorer:
         return await future
 
     async def aclose(self) -> None:
+        """Wait for the forward in flight, then drop the model; later calls raise."""
         async with self._lock:
             self._closed = True
             await asyncio.to_thread(self.engine.close)

@@ -43,10 +43,9 @@ HUB_IDS = ("Skywork/Skywork-o1-Open-PRM-Qwen-2.5-1.5B", "Skywork/Skywork-o1-Open
 STEP_TOKEN = "\n"
 HEAD_WEIGHT = "v_head.summary.weight"
 HEAD_BIAS = "v_head.summary.bias"
-#: Ids in the real Qwen2.5 vocabulary, checked when that vocabulary is loaded.
-REAL_VOCAB_SIZE = 151643
-REAL_STEP_TOKEN_ID = 198
-REAL_BOS_ID = 151644
+#: (id, token) in the real Qwen2.5 vocabulary, checked when that vocabulary is loaded.
+REAL_STEP_TOKEN = (198, "Ċ")
+REAL_BOS = (151644, "<|im_start|>")
 
 
 def clean_step(text: str) -> str:
@@ -65,10 +64,8 @@ class SkyworkEncoder:
         # io_utils: step_token_id = tokenizer.encode(step_token)[-1]
         self.step_token_id = int(tokenizer.encode(STEP_TOKEN, add_special_tokens=False)[-1])
         bos_id = special_token_id(tokenizer, self.bos_token)
-        check_real_id(
-            tokenizer, REAL_VOCAB_SIZE, "skywork step token", self.step_token_id, REAL_STEP_TOKEN_ID
-        )
-        check_real_id(tokenizer, REAL_VOCAB_SIZE, "skywork bos", bos_id, REAL_BOS_ID)
+        check_real_id(tokenizer, "skywork step token", self.step_token_id, REAL_STEP_TOKEN)
+        check_real_id(tokenizer, "skywork bos", bos_id, REAL_BOS)
 
     def encode(self, question: str, steps: Sequence[str]) -> EncodedRequest:
         # The Qwen tokenizer adds no special tokens by itself, so add_special_tokens=False

@@ -1,0 +1,153 @@
+"""The ``testtime`` command line: a thin layer over the library (logic lives in the runner)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+
+from testtime.config import DatasetConfig, RunConfig
+from testtime.search.base import SamplingConfig, SearchConfig
+
+app = typer.Typer(
+    help="Compute-optimal test-time scaling of language models on math reasoning.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+console = Console()
+
+#: Path limit for the embedded default: SmolLM2-135M answers in well under 200 tokens and
+#: otherwise rambles; real models get the paper's 8192.
+EMBEDDED_PATH_TOKENS = 256
+DEFAULT_PATH_TOKENS = 8192
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text.split("/")[-1]).strip("_")[:40] or "x"
+
+
+def default_out_dir(cfg: RunConfig) -> Path:
+    s = cfg.search
+    name = f"{_slug(cfg.dataset.name)}-{s.method}-n{s.n}"
+    if s.method in ("beam_search", "dvts"):
+        name += f"-m{s.beam_width}"
+    name += f"-{_slug(cfg.policy)}-{_slug(cfg.prm)}-seed{cfg.sampling.seed}"
+    return Path("runs") / name
+
+
+@app.command()
+def run(
+    dataset: Annotated[str, typer.Option(help="demo, demo-N, math500, aime24, amc23 or a "
+                                              "JSONL path")] = "demo",
+    data_dir: Annotated[Optional[str], typer.Option(
+        envvar="TESTTIME_DATA_DIR", help="Directory of the benchmark JSONL files "
+                                         "(else the Hugging Face Hub)")] = None,
+    problem_field: Annotated[str, typer.Option(help="JSONL field of the problem")] = "problem",
+    answer_field: Annotated[str, typer.Option(help="JSONL field of the answer")] = "answer",
+    limit: Annotated[Optional[int], typer.Option(help="Only the first K problems")] = None,
+    ids: Annotated[Optional[str], typer.Option(help="Comma-separated problem ids")] = None,
+    method: Annotated[str, typer.Option(help="cot, best_of_n, beam_search, dvts")] = "best_of_n",
+    n: Annotated[int, typer.Option(help="Budget N: final paths per problem")] = 4,
+    beam_width: Annotated[int, typer.Option(help="M for beam search / DVTS")] = 4,
+    max_depth: Annotated[int, typer.Option(help="Most steps per path")] = 40,
+    max_step_tokens: Annotated[int, typer.Option(help="Token limit per step")] = 2048,
+    max_path_tokens: Annotated[Optional[int], typer.Option(
+        help=f"Token limit per path [default: {DEFAULT_PATH_TOKENS}; "
+             f"{EMBEDDED_PATH_TOKENS} for the embedded model]")] = None,
+    lookahead: Annotated[int, typer.Option(help="Greedy lookahead steps before scoring")] = 0,
+    temperature: Annotated[float, typer.Option(help="Sampling temperature")] = 0.8,
+    top_p: Annotated[float, typer.Option(help="Nucleus sampling mass")] = 1.0,
+    seed: Annotated[int, typer.Option(help="Base random seed")] = 0,
+    policy: Annotated[str, typer.Option(help="BACKEND:MODEL, e.g. hf:Qwen/Qwen2.5-1.5B-Instruct"
+                                             " (default: embedded SmolLM2 on CPU)")] = "default",
+    prm: Annotated[str, typer.Option(help="self-certainty, confidence, or FAMILY:PATH "
+                                          "(math_shepherd, rlhflow, skywork, qwen_prm)")]
+    = "self-certainty",
+    prompt: Annotated[Optional[str], typer.Option(help="Prompt template name "
+                                                       "(default: from the model name)")] = None,
+    device: Annotated[Optional[str], typer.Option(help="cpu, cuda, cuda:N")] = None,
+    dtype: Annotated[Optional[str], typer.Option(help="auto, float32, bfloat16")] = None,
+    max_batch_seqs: Annotated[Optional[int], typer.Option(help="Sequences per policy batch")]
+    = None,
+    concurrency: Annotated[int, typer.Option(help="Problems in flight at once")] = 64,
+    out: Annotated[Optional[Path], typer.Option(help="Run directory [default: runs/<name>]")]
+    = None,
+    resume: Annotated[bool, typer.Option(help="Finish an interrupted run in --out")] = False,
+    overwrite: Annotated[bool, typer.Option(help="Discard results already in --out")] = False,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar")] = True,
+    trust_remote_code: Annotated[bool, typer.Option(help="Let model repos run their code")]
+    = False,
+) -> None:
+    """Search every problem of a dataset, grade the answers and summarise accuracy."""
+    from testtime.runner import RunDirError
+    from testtime.runner import run as run_async
+    from testtime.summary import summary_tables
+
+    engine = {k: v for k, v in dict(device=device, dtype=dtype,
+                                    max_batch_seqs=max_batch_seqs).items() if v is not None}
+    if trust_remote_code:
+        engine["trust_remote_code"] = True
+    path_tokens = max_path_tokens or (
+        EMBEDDED_PATH_TOKENS if policy == "default" else DEFAULT_PATH_TOKENS)
+    try:
+        cfg = RunConfig(
+            dataset=DatasetConfig(name=dataset, data_dir=data_dir, problem_field=problem_field,
+                                  answer_field=answer_field, limit=limit,
+                                  ids=tuple(i.strip() for i in ids.split(",")) if ids else None),
+            policy=policy, policy_options=engine, prm=prm,
+            prm_options={k: v for k, v in engine.items() if k in ("device", "dtype")},
+            prompt=prompt,
+            search=SearchConfig(method=method, n=n, beam_width=beam_width, max_depth=max_depth,
+                                max_step_tokens=max_step_tokens, max_path_tokens=path_tokens,
+                                lookahead=lookahead),
+            sampling=SamplingConfig(temperature=temperature, top_p=top_p, seed=seed),
+            max_concurrent_problems=concurrency,
+        )
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    out_dir = out or default_out_dir(cfg)
+    try:
+        outcome = asyncio.run(run_async(cfg, out_dir, resume=resume, overwrite=overwrite,
+                                        progress=progress))
+    except RunDirError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    except (ValueError, FileNotFoundError) as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    except KeyboardInterrupt:
+        console.print(f"\n[yellow]interrupted[/yellow]: finished problems are saved in "
+                      f"{out_dir}; run the same command with --resume to complete it")
+        raise typer.Exit(130) from None
+    for table in summary_tables(outcome.summary):
+        console.print(table)
+    console.print(f"results: {out_dir}/results.jsonl, summary: {out_dir}/summary.json")
+
+
+@app.command()
+def summary(run_dir: Path) -> None:
+    """Print the summary of an existing run directory."""
+    from testtime.summary import summary_tables
+
+    path = run_dir / "summary.json"
+    if not path.exists():
+        console.print(f"[red]error:[/red] {path} does not exist (run with --resume first)")
+        raise typer.Exit(2)
+    for table in summary_tables(json.loads(path.read_text())):
+        console.print(table)
+
+
+def main() -> None:
+    logging.basicConfig(level=os.environ.get("TESTTIME_LOG", "WARNING"))
+    app()
+
+
+if __name__ == "__main__":
+    main()

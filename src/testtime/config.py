@@ -1,0 +1,82 @@
+"""The run configuration: what ``config.json`` holds and ``--resume`` compares.
+
+Validates only; loading models or data happens in the runner.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from testtime.search.base import SamplingConfig, SearchConfig
+
+CONFIG_VERSION = 1
+#: Fields that may change between a run and its resumption without changing any result.
+RESUME_FREE_FIELDS = frozenset({"data_dir", "max_concurrent_problems", "progress"})
+
+
+class DatasetConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = "demo"
+    """``demo``, ``demo-N``, ``math500``, ``aime24``, ``amc23`` or a path to a JSONL file."""
+    data_dir: str | None = None
+    """Directory with the benchmark JSONL files (else ``TESTTIME_DATA_DIR``, else the Hub)."""
+    problem_field: str = "problem"
+    """JSONL field holding the problem text."""
+    answer_field: str = "answer"
+    """JSONL field holding the reference answer."""
+    limit: int | None = Field(default=None, ge=1)
+    """Take only the first K problems (after ``ids``)."""
+    ids: tuple[str, ...] | None = None
+    """Take only these problem ids."""
+
+
+class RunConfig(BaseModel):
+    """Everything that determines a run's results."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    version: int = CONFIG_VERSION
+    """Config schema version."""
+    dataset: DatasetConfig = DatasetConfig()
+    """Which problems."""
+    policy: str = "default"
+    """Policy spec, ``BACKEND:MODEL`` (``default`` = the embedded SmolLM2 on the CPU)."""
+    policy_options: dict[str, Any] = Field(default_factory=dict)
+    """Engine settings passed to the backend (device, dtype, max_batch_seqs, ...)."""
+    prm: str = "self-certainty"
+    """Step scorer spec (``self-certainty``, ``confidence``, ``FAMILY:PATH``)."""
+    prm_options: dict[str, Any] = Field(default_factory=dict)
+    """Settings passed to the scorer factory."""
+    prompt: str | None = None
+    """Prompt template name; None picks it from the policy's model name."""
+    search: SearchConfig = SearchConfig()
+    """Method and budget."""
+    sampling: SamplingConfig = SamplingConfig()
+    """Temperature, top-p and seed."""
+    max_concurrent_problems: int = Field(default=64, ge=1)
+    """Problems searched at once (their requests are batched together)."""
+
+    @model_validator(mode="after")
+    def _check(self) -> RunConfig:
+        s = self.search
+        if s.method in ("beam_search", "dvts") and s.n % s.beam_width:
+            raise ValueError(f"search.n={s.n} must be divisible by beam_width={s.beam_width}")
+        return self
+
+
+def config_diff(saved: dict[str, Any], current: dict[str, Any], prefix: str = "") -> list[str]:
+    """Dotted names of fields whose values differ (resume-free fields ignored)."""
+    out = []
+    for key in sorted(set(saved) | set(current)):
+        if key in RESUME_FREE_FIELDS:
+            continue
+        a, b = saved.get(key), current.get(key)
+        name = f"{prefix}{key}"
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += config_diff(a, b, name + ".")
+        elif a != b:
+            out.append(f"{name} (saved {a!r}, now {b!r})")
+    return out

@@ -1,0 +1,107 @@
+"""Post-hoc selection rules: pick one final answer from stored candidates.
+
+The rules of Liu et al. 2025 (Table 2): majority vote; PRM-{Min, Last, Avg, Prod} aggregation of
+step scores, each with Max (answer of the best-scored path) and Vote (answers weighted by the
+summed path scores, i.e. weighted Best-of-N). ``oracle`` (pass@N) is an upper bound for analysis
+and never a method. Rules only see answer groups (equivalent answers share a group id), path
+scores and correctness flags, so they are exact and cheap; grouping is done once by the caller.
+
+Ties are broken towards the candidate (or group) that appears first, which makes results
+independent of dict ordering and stable when more candidates are appended.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+AGGREGATIONS: dict[str, Callable[[Sequence[float]], float]] = {
+    "min": lambda s: min(s) if s else 0.0,
+    "last": lambda s: s[-1] if s else 0.0,
+    "avg": lambda s: sum(s) / len(s) if s else 0.0,
+    "prod": lambda s: math.prod(s) if s else 0.0,
+}
+
+#: Rule names in display order; ``oracle`` last because it is not a real method.
+RULES: tuple[str, ...] = (
+    "majority",
+    *(f"prm_{agg}_{sel}" for agg in AGGREGATIONS for sel in ("max", "vote")),
+    "oracle",
+)
+ORACLE = "oracle"
+
+
+@dataclass(frozen=True)
+class Scored:
+    """What a rule knows about one candidate."""
+
+    group: int | None
+    """Answer group (equal ids = equivalent answers); None when no answer was extracted."""
+    step_scores: tuple[float, ...]
+    correct: bool
+
+
+@dataclass(frozen=True)
+class Choice:
+    """A rule's pick: the candidate index whose answer it selects, or None (no answer)."""
+
+    index: int | None
+    correct: bool
+
+
+def select(rule: str, cands: Sequence[Scored]) -> Choice:
+    """Apply one rule to candidates (in stored order)."""
+    if rule == ORACLE:
+        return Choice(next((i for i, c in enumerate(cands) if c.correct), None),
+                      any(c.correct for c in cands))
+    if rule == "majority":
+        return _vote(cands, [1.0] * len(cands))
+    try:
+        _, agg, sel = rule.split("_")
+        fn = AGGREGATIONS[agg]
+    except (ValueError, KeyError):
+        raise ValueError(f"unknown selection rule {rule!r}; known: {', '.join(RULES)}") from None
+    scores = [fn(c.step_scores) for c in cands]
+    if sel == "max":
+        if not cands:
+            return Choice(None, False)
+        best = max(range(len(cands)), key=lambda i: (scores[i], -i))
+        return Choice(best, cands[best].correct)
+    if sel == "vote":
+        return _vote(cands, scores)
+    raise ValueError(f"unknown selection rule {rule!r}; known: {', '.join(RULES)}")
+
+
+def _vote(cands: Sequence[Scored], weights: Sequence[float]) -> Choice:
+    """Sum weights per answer group; candidates without an answer do not vote."""
+    totals: dict[int, float] = {}
+    first: dict[int, int] = {}
+    for i, (c, w) in enumerate(zip(cands, weights, strict=True)):
+        if c.group is None:
+            continue
+        totals[c.group] = totals.get(c.group, 0.0) + w
+        first.setdefault(c.group, i)
+    if not totals:
+        return Choice(None, False)
+    group = max(totals, key=lambda g: (totals[g], -first[g]))
+    i = first[group]
+    return Choice(i, cands[i].correct)
+
+
+def budgets(n: int, independent_prefixes: bool) -> list[int]:
+    """Budgets one run answers: every power of two below ``n`` (from prefixes) and ``n``."""
+    if not independent_prefixes:
+        return [n]
+    out, b = [], 1
+    while b < n:
+        out.append(b)
+        b *= 2
+    return [*out, n]
+
+
+def select_all(
+    cands: Sequence[Scored], budget_list: Sequence[int], rules: Sequence[str] = RULES
+) -> dict[int, dict[str, Choice]]:
+    """Every rule at every budget, using the first ``b`` candidates for budget ``b``."""
+    return {b: {r: select(r, cands[:b]) for r in rules} for b in budget_list}

@@ -1,0 +1,115 @@
+"""Aggregate per-problem records into ``summary.json`` and the table ``testtime run`` prints."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from testtime.records import ProblemRecord
+from testtime.selection import ORACLE, RULES
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+    from testtime.config import RunConfig
+
+SUMMARY_VERSION = 1
+COMPUTE_FIELDS = ("policy_calls", "generations", "prompt_tokens", "completion_tokens",
+                  "scored_tokens")
+
+
+def summarize(
+    config: RunConfig,
+    records: Sequence[ProblemRecord],
+    *,
+    total: int,
+    wall_time_s: float,
+    computed: int,
+    policy: Any = None,
+) -> dict[str, Any]:
+    """Accuracy per budget and rule (failed problems count as wrong), per level, and totals."""
+    ok = [r for r in records if r.error is None]
+    denom = len(records) or 1
+    accuracy: dict[str, dict[str, float]] = {}
+    for b in sorted({b for r in ok for b in r.predictions}, key=int):
+        accuracy[b] = {
+            rule: sum(r.predictions[b][rule].correct for r in ok if b in r.predictions) / denom
+            for rule in RULES
+        }
+    full = str(config.search.n) if config.search.method != "cot" else "1"
+    by_level: dict[str, dict[str, float]] = {}
+    levels: dict[int, list[ProblemRecord]] = defaultdict(list)
+    for r in records:
+        if r.level is not None:
+            levels[r.level].append(r)
+    for level, recs in sorted(levels.items()):
+        by_level[str(level)] = {
+            "problems": len(recs),
+            **{rule: sum(_correct(r, full, rule) for r in recs) / len(recs) for rule in RULES},
+        }
+    totals = {f: sum(getattr(r.compute, f) for r in records) for f in COMPUTE_FIELDS}
+    out: dict[str, Any] = {
+        "schema_version": SUMMARY_VERSION,
+        "dataset": config.dataset.name,
+        "method": config.search.method,
+        "n": int(full),
+        "policy": config.policy,
+        "prm": config.prm,
+        "problems": total,
+        "completed": len(ok),
+        "errors": len(records) - len(ok),
+        "missing": total - len(records),
+        "accuracy": accuracy,
+        "accuracy_by_level": by_level,
+        "compute": totals,
+        "compute_per_problem": {f: v / denom for f, v in totals.items()},
+        "wall_time_s": round(wall_time_s, 3),
+        "computed_this_session": computed,
+        "labels": {ORACLE: "oracle pass@N: an upper bound for analysis, not a method"},
+    }
+    stats = getattr(policy, "batch_stats", None)
+    if stats is not None and stats.calls:
+        out["policy_batches"] = {"calls": stats.calls, "mean_rows": round(stats.mean_rows, 2),
+                                 "max_rows": stats.max_rows}
+    return out
+
+
+def _correct(r: ProblemRecord, budget: str, rule: str) -> bool:
+    return r.error is None and budget in r.predictions and r.predictions[budget][rule].correct
+
+
+def summary_tables(summary: dict[str, Any]) -> list[Table]:
+    """Rich tables: accuracy per rule and budget, accuracy per level, compute and time."""
+    from rich.table import Table
+
+    acc = summary["accuracy"]
+    t = Table(title=f"{summary['method']} on {summary['dataset']} "
+                    f"({summary['completed']}/{summary['problems']} problems, "
+                    f"{summary['errors']} errors)")
+    t.add_column("selection rule")
+    for b in acc:
+        t.add_column(f"N={b}", justify="right")
+    for rule in RULES:
+        label = "oracle pass@N (upper bound)" if rule == ORACLE else rule
+        t.add_row(label, *(f"{acc[b][rule]:.1%}" for b in acc))
+    tables = [t]
+    if summary["accuracy_by_level"]:
+        lv = Table(title=f"accuracy by level at N={summary['n']}")
+        lv.add_column("level")
+        lv.add_column("problems", justify="right")
+        for rule in ("majority", "prm_last_max", "prm_min_vote", ORACLE):
+            lv.add_column(rule, justify="right")
+        for level, row in summary["accuracy_by_level"].items():
+            lv.add_row(level, str(row["problems"]),
+                       *(f"{row[r]:.0%}" for r in ("majority", "prm_last_max", "prm_min_vote",
+                                                   ORACLE)))
+        tables.append(lv)
+    c = Table(title="compute")
+    c.add_column("total")
+    c.add_column("value", justify="right")
+    for k, v in summary["compute"].items():
+        c.add_row(k, f"{v:,}")
+    c.add_row("wall time", f"{summary['wall_time_s']:.1f} s")
+    tables.append(c)
+    return tables

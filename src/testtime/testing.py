@@ -1,0 +1,143 @@
+"""Scripted fakes for exact tests of search logic: a policy that follows a script and a
+rule-based step scorer. Both implement the real protocols, so search methods, the runner and
+the records run unchanged on them.
+
+Tokens of the fake policy are words with their trailing whitespace (leading whitespace is a token),
+which makes every token count in a test computable by hand.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping, Sequence
+
+from testtime.policy.batching import RequestBatcher
+from testtime.policy.completion import build_completion
+from testtime.types import Completion, GenerationRequest, SamplingParams, ScoreRequest, Step
+
+_TOKEN_RE = re.compile(r"\n\n|\S+\s*|\s+")
+
+#: script(problem_text, prefix, sample_index, params) -> the rest of the solution from prefix
+Script = Callable[[str, str, int, SamplingParams], str]
+
+
+def fake_tokens(text: str) -> list[str]:
+    """Split text into fake tokens; the pieces concatenate back to ``text``."""
+    return _TOKEN_RE.findall(text)
+
+
+def tree_script(tree: Mapping[str, Sequence[str]], default: str = "\\boxed{0}") -> Script:
+    """A script from a table ``prefix -> continuations``; sample i takes entry i mod len.
+
+    Greedy requests (temperature 0) always take entry 0. Unknown prefixes give ``default``.
+    """
+
+    def script(problem: str, prefix: str, i: int, params: SamplingParams) -> str:
+        options = tree.get(prefix)
+        if not options:
+            return default
+        return options[0 if params.temperature == 0 else i % len(options)]
+
+    return script
+
+
+class ScriptedPolicy:
+    """Deterministic policy: continuation = ``script(problem, prefix, index, params)``.
+
+    The sample index counts the samples already drawn for the same (problem, prefix), so
+    asking twice for a prefix walks further down its list of continuations, as a sampler
+    would give new samples. Stop strings and max_tokens are applied as a real backend does.
+    Requests go through the real ``RequestBatcher``; ``batches`` records each batch's size.
+    """
+
+    def __init__(self, script: Script, name: str = "scripted", max_batch_seqs: int = 64,
+                 logprob: float = -0.5, certainty: float = 0.5) -> None:
+        self.script = script
+        self.name = name
+        self.logprob = logprob
+        self.certainty = certainty
+        self.calls: list[GenerationRequest] = []
+        self.batches: list[int] = []
+        self._drawn: dict[tuple[str, str], int] = {}
+        self._batcher = RequestBatcher(self._rows, max_batch_seqs)
+
+    def count_tokens(self, text: str) -> int:
+        return len(fake_tokens(text))
+
+    async def generate(self, requests: Sequence[GenerationRequest]) -> list[list[Completion]]:
+        self.calls.extend(requests)
+        return await self._batcher.submit(requests)
+
+    async def aclose(self) -> None:
+        return None
+
+    def _rows(
+        self, rows: list[tuple[GenerationRequest, int | None]], params: SamplingParams
+    ) -> list[Completion]:
+        self.batches.append(len(rows))
+        out = []
+        for req, _ in rows:
+            problem = req.messages[-1].content
+            key = (problem, req.prefix)
+            index = self._drawn.get(key, 0)
+            self._drawn[key] = index + 1
+            text = self.script(problem, req.prefix, index, req.params)
+            pieces = fake_tokens(text)
+            prompt = sum(len(fake_tokens(m.content)) for m in req.messages)
+            prompt += len(fake_tokens(req.prefix))
+            eos = len(pieces) <= req.params.max_tokens
+            pieces = pieces[: req.params.max_tokens]
+            out.append(
+                build_completion(
+                    pieces,
+                    prompt_tokens=prompt,
+                    stop=req.params.stop,
+                    ended_with_eos=eos,
+                    logprobs=[self.logprob] * len(pieces),
+                    certainties=[self.certainty] * len(pieces),
+                )
+            )
+        return out
+
+
+class RuleScorer:
+    """Step scorer from a rule ``(question, steps so far, step) -> score``.
+
+    ``scored_tokens`` counts the fake tokens of question plus steps, like a PRM's input.
+    """
+
+    def __init__(self, rule: Callable[[str, Sequence[Step], Step], float],
+                 name: str = "rule") -> None:
+        self.rule = rule
+        self.name = name
+        self.requests: list[ScoreRequest] = []
+
+    async def score(self, requests: Sequence[ScoreRequest]) -> list[list[float]]:
+        self.requests.extend(requests)
+        return [
+            [self.rule(r.question, r.steps[:i], s) for i, s in enumerate(r.steps)]
+            for r in requests
+        ]
+
+    def scored_tokens(self, requests: Sequence[ScoreRequest]) -> int:
+        return sum(
+            len(fake_tokens(r.question)) + sum(len(fake_tokens(s.text)) for s in r.steps)
+            for r in requests
+        )
+
+    async def aclose(self) -> None:
+        return None
+
+
+def keyword_rule(scores: Mapping[str, float], default: float = 0.5) -> Callable[
+    [str, Sequence[Step], Step], float
+]:
+    """A rule giving a step the score of the first keyword it contains."""
+
+    def rule(question: str, before: Sequence[Step], step: Step) -> float:
+        for word, value in scores.items():
+            if word in step.text:
+                return value
+        return default
+
+    return rule
