@@ -59,6 +59,10 @@ class ComputeRecord(BaseModel):
     completion_tokens: int = 0
     scored_tokens: int = 0
     scorer_calls: int = 0
+    policy_flops: float = 0.0
+    """``2 * N_policy * (prompt + completion tokens)``; 0 when the policy has no known size."""
+    prm_flops: float = 0.0
+    """``2 * N_prm * scored_tokens``; 0 for model-free scorers (see ``testtime.flops``)."""
 
 
 class NodeRecord(BaseModel):
@@ -68,7 +72,7 @@ class NodeRecord(BaseModel):
     text: str
     tokens: int
     score: float | None
-    status: Literal["kept", "pruned", "finished", "active"]
+    status: Literal["kept", "pruned", "finished", "active", "lookahead"]
 
 
 class ProblemRecord(BaseModel):

@@ -201,7 +201,7 @@ async def build_record(
     scored = [Scored(g, tuple(c.scores), ok)
               for c, g, ok in zip(result.candidates, groups, correct, strict=True)]
     n = len(result.candidates)
-    choices = select_all(scored, budgets(n, result.independent_prefixes))
+    choices = select_all(scored, budgets(n, result.independent_prefixes, result.prefix_unit))
     predictions = {
         str(b): {
             rule: PredictionRecord(

@@ -89,11 +89,14 @@ def _vote(cands: Sequence[Scored], weights: Sequence[float]) -> Choice:
     return Choice(i, cands[i].correct)
 
 
-def budgets(n: int, independent_prefixes: bool) -> list[int]:
-    """Budgets one run answers: every power of two below ``n`` (from prefixes) and ``n``."""
+def budgets(n: int, independent_prefixes: bool, unit: int = 1) -> list[int]:
+    """Budgets one run answers: ``unit`` times every power of two below ``n`` (from prefixes)
+    and ``n``. ``unit`` is the size of the smallest valid prefix (DVTS: one subtree's M)."""
+    if unit < 1 or n % unit:
+        raise ValueError(f"budget {n} is not a positive multiple of the prefix unit {unit}")
     if not independent_prefixes:
         return [n]
-    out, b = [], 1
+    out, b = [], unit
     while b < n:
         out.append(b)
         b *= 2

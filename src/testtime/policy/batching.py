@@ -53,7 +53,8 @@ class RequestBatcher:
 
     Contract: ``submit`` resolves to exactly ``request.params.n`` completions in row order.
     Rows of one request may be split across batches when it is larger than the batch.
-    Backend exceptions propagate to every request of the failed batch.
+    When a batch fails, its requests are retried one by one so that an exception reaches
+    only the caller whose request causes it.
     """
 
     def __init__(self, fn: BatchFn, max_batch_seqs: int) -> None:
@@ -93,20 +94,27 @@ class RequestBatcher:
             batch, params = self._take_batch()
             if not batch:
                 continue
-            rows = [(p.request, _row_seed(p.request.params.seed, i)) for p, i in batch]
             try:
-                outs = await asyncio.to_thread(self._call, rows, params)
-            except BaseException as exc:  # noqa: BLE001 - forwarded to the awaiting callers
-                for p, _ in batch:
-                    if not p.future.done():
-                        p.future.set_exception(exc)
-                if not isinstance(exc, Exception):
-                    raise
-                continue
-            for (p, i), out in zip(batch, outs, strict=True):
-                p.rows[i] = out
-                if all(r is not None for r in p.rows) and not p.future.done():
-                    p.future.set_result([r for r in p.rows if r is not None])
+                await self._dispatch(batch, params)
+            except Exception:
+                # Isolate the failure: rerun each request's rows on their own, so one bad
+                # request (malformed prompt, too long, ...) fails only its own caller.
+                owners = list(dict.fromkeys(p for p, _ in batch))
+                for owner in owners:
+                    part = [(p, i) for p, i in batch if p is owner]
+                    try:
+                        await self._dispatch(part, params)
+                    except Exception as exc:  # forwarded to the one awaiting caller
+                        if not owner.future.done():
+                            owner.future.set_exception(exc)
+
+    async def _dispatch(self, batch: list[tuple[_Pending, int]], params: SamplingParams) -> None:
+        rows = [(p.request, _row_seed(p.request.params.seed, i)) for p, i in batch]
+        outs = await asyncio.to_thread(self._call, rows, params)
+        for (p, i), out in zip(batch, outs, strict=True):
+            p.rows[i] = out
+            if all(r is not None for r in p.rows) and not p.future.done():
+                p.future.set_result([r for r in p.rows if r is not None])
 
     def _call(
         self, rows: list[tuple[GenerationRequest, int | None]], params: SamplingParams

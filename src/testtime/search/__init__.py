@@ -10,6 +10,8 @@ from testtime.search.base import SearchFn
 METHODS: dict[str, str] = {
     "cot": "testtime.search.cot:cot",
     "best_of_n": "testtime.search.best_of_n:best_of_n",
+    "beam_search": "testtime.search.beam_search:beam_search",
+    "dvts": "testtime.search.dvts:dvts",
 }
 
 

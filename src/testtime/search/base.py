@@ -25,7 +25,8 @@ from testtime.types import (
     Step,
 )
 
-NodeStatus = Literal["kept", "pruned", "finished", "active"]
+NodeStatus = Literal["kept", "pruned", "finished", "active", "lookahead"]
+"""``lookahead``: a greedy roll-out step used only to score its parent, never part of a path."""
 
 
 @dataclass(frozen=True)
@@ -121,6 +122,8 @@ class SearchResult:
     tree: list[TreeNode] = field(default_factory=list)
     independent_prefixes: bool = False
     """True when any prefix of ``candidates`` is a valid smaller-budget run (Best-of-N, DVTS)."""
+    prefix_unit: int = 1
+    """Prefixes are valid only at multiples of this many candidates (DVTS: the beam width)."""
 
 
 @dataclass

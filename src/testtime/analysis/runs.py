@@ -1,0 +1,201 @@
+"""Load run directories into one table of per-problem outcomes for the analyses.
+
+A *strategy* is a search method (with its beam width where it has one) plus a selection rule.
+For every (policy, PRM) pair, strategy, budget and problem the table holds an ``Outcome``:
+correctness (averaged over seeds) and the compute spent at that budget. Budgets below a run's
+N come from prefixes of its candidates (Best-of-N, DVTS); their compute is the run's compute
+scaled by ``budget / N``, since prefix units are exchangeable samples of the same cost.
+
+Records written without FLOPs get them from the run config's model names through the
+known-config table of ``testtime.flops`` (0 for unknown models).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from testtime.config import RunConfig
+from testtime.flops import FlopCosts, costs_for_specs
+from testtime.records import ProblemRecord, read_records
+from testtime.selection import ORACLE, RULES
+
+log = logging.getLogger(__name__)
+
+SWEEP_FILE = "sweep.json"
+WIDTH_METHODS = ("beam_search", "dvts")
+"""Methods whose beam width is part of the strategy."""
+
+
+@dataclass(frozen=True, order=True)
+class Strategy:
+    """A method (with beam width where it matters) and a selection rule."""
+
+    method: str
+    rule: str
+    beam_width: int | None = None
+
+    @property
+    def method_label(self) -> str:
+        return self.method if self.beam_width is None else f"{self.method}_m{self.beam_width}"
+
+    @property
+    def label(self) -> str:
+        return "cot" if self.method == "cot" else f"{self.method_label}/{self.rule}"
+
+    def to_json(self) -> dict[str, object]:
+        return {"method": self.method, "rule": self.rule, "beam_width": self.beam_width}
+
+    @classmethod
+    def from_json(cls, d: dict[str, object]) -> Strategy:
+        bw = d.get("beam_width")
+        return cls(str(d["method"]), str(d["rule"]), None if bw is None else int(str(bw)))
+
+
+MAJORITY_BON = Strategy("best_of_n", "majority")
+"""The baseline of the efficiency gain: Best-of-N with majority voting."""
+
+
+@dataclass
+class Outcome:
+    """One problem under one strategy at one budget (means over seeds)."""
+
+    correct: float
+    generations: float
+    """The budget: final paths (the papers' x-axis)."""
+    policy_tokens: float
+    """Prompt + completion tokens of the policy."""
+    scored_tokens: float
+    flops: float
+    """Policy + PRM FLOPs (``testtime.flops``)."""
+
+
+@dataclass
+class RunInfo:
+    path: Path
+    config: RunConfig
+    records: int
+    errors: int
+
+
+Key = tuple[str, str]
+"""(policy, prm)"""
+
+
+@dataclass
+class Results:
+    """Everything the analyses need, read once from the run directories."""
+
+    runs: list[RunInfo] = field(default_factory=list)
+    outcomes: dict[Key, dict[Strategy, dict[int, dict[str, Outcome]]]] = field(
+        default_factory=dict)
+    """(policy, prm) -> strategy -> budget -> problem id -> outcome."""
+    oracle: dict[Key, dict[str, dict[int, dict[str, Outcome]]]] = field(default_factory=dict)
+    """(policy, prm) -> method label -> budget -> problem id -> pass@budget (an upper bound)."""
+    pass1: dict[str, dict[str, float]] = field(default_factory=dict)
+    """policy -> problem id -> fraction of correct Best-of-N candidates (pooled over runs)."""
+    records: list[tuple[RunInfo, ProblemRecord]] = field(default_factory=list)
+    """Every finished record, for drawing trees."""
+    levels: dict[str, int | None] = field(default_factory=dict)
+
+    def keys(self) -> list[Key]:
+        return sorted(self.outcomes)
+
+    def problems(self, key: Key) -> list[str]:
+        """Problems every strategy of ``key`` answered (the common universe)."""
+        sets = [set(by_pid) for strat in self.outcomes[key].values()
+                for by_pid in strat.values()]
+        return sorted(set.intersection(*sets)) if sets else []
+
+
+def find_run_dirs(paths: list[Path]) -> list[Path]:
+    """Run directories named directly, listed by a sweep's ``sweep.json`` or found one level
+    below a given directory; duplicates removed, order kept."""
+    out: list[Path] = []
+    for p in paths:
+        if (p / "config.json").exists():
+            found = [p]
+        elif (p / SWEEP_FILE).exists():
+            sweep = json.loads((p / SWEEP_FILE).read_text())
+            found = [p / c["run_dir"] for c in sweep["cells"]
+                     if (p / c["run_dir"] / "config.json").exists()]
+        elif p.is_dir():
+            found = sorted(d for d in p.iterdir() if (d / "config.json").exists())
+        else:
+            raise FileNotFoundError(f"{p}: not a run directory (no config.json)")
+        if not found:
+            raise FileNotFoundError(f"{p}: no run directories in it")
+        out += [d for d in found if d.resolve() not in {o.resolve() for o in out}]
+    return out
+
+
+def load_results(paths: list[Path]) -> Results:
+    """Read every run under ``paths`` (see ``find_run_dirs``)."""
+    res = Results()
+    sums: dict[tuple[Key, Strategy, int, str], list[Outcome]] = defaultdict(list)
+    oracle: dict[tuple[Key, str, int, str], list[Outcome]] = defaultdict(list)
+    hits: dict[str, dict[str, list[int]]] = defaultdict(lambda: defaultdict(lambda: [0, 0]))
+    for run_dir in find_run_dirs(paths):
+        try:
+            cfg = RunConfig.model_validate_json((run_dir / "config.json").read_text())
+        except ValueError as exc:
+            raise ValueError(f"{run_dir / 'config.json'}: {exc}") from None
+        recs = read_records(run_dir / "results.jsonl")
+        ok = [r for r in recs if r.error is None]
+        info = RunInfo(run_dir, cfg, len(recs), len(recs) - len(ok))
+        res.runs.append(info)
+        if info.errors:
+            log.warning("%s: %d failed problems left out", run_dir, info.errors)
+        key = (cfg.policy, cfg.prm)
+        costs = costs_for_specs(cfg.policy, cfg.prm)
+        width = cfg.search.beam_width if cfg.search.method in WIDTH_METHODS else None
+        rules = ("majority",) if cfg.search.method == "cot" else tuple(
+            r for r in RULES if r != ORACLE)
+        for rec in ok:
+            res.records.append((info, rec))
+            res.levels[rec.id] = rec.level
+            if cfg.search.method == "best_of_n":
+                h = hits[cfg.policy][rec.id]
+                h[0] += sum(c.correct for c in rec.candidates)
+                h[1] += len(rec.candidates)
+            for b, preds in rec.predictions.items():
+                budget = int(b)
+                out = _outcome(rec, budget, costs)
+                for rule in rules:
+                    o = Outcome(float(preds[rule].correct), out.generations, out.policy_tokens,
+                                out.scored_tokens, out.flops)
+                    sums[(key, Strategy(cfg.search.method, rule, width), budget, rec.id)].append(o)
+                if ORACLE in preds:
+                    o = Outcome(float(preds[ORACLE].correct), out.generations,
+                                out.policy_tokens, out.scored_tokens, out.flops)
+                    label = Strategy(cfg.search.method, ORACLE, width).method_label
+                    oracle[(key, label, budget, rec.id)].append(o)
+    for (key, strat, budget, pid), os_ in sums.items():
+        res.outcomes.setdefault(key, {}).setdefault(strat, {}).setdefault(budget, {})[pid] = \
+            _mean(os_)
+    for (key, label, budget, pid), os_ in oracle.items():
+        res.oracle.setdefault(key, {}).setdefault(label, {}).setdefault(budget, {})[pid] = \
+            _mean(os_)
+    res.pass1 = {pol: {pid: c / t for pid, (c, t) in by.items() if t}
+                 for pol, by in hits.items()}
+    return res
+
+
+def _outcome(rec: ProblemRecord, budget: int, costs: FlopCosts) -> Outcome:
+    c = rec.compute
+    scale = budget / rec.n if 0 < budget < rec.n else 1.0
+    flops = c.policy_flops + c.prm_flops
+    if flops == 0.0:
+        flops = (costs.policy_flops(c.prompt_tokens, c.completion_tokens)
+                 + costs.prm_flops(c.scored_tokens))
+    return Outcome(0.0, float(budget), scale * (c.prompt_tokens + c.completion_tokens),
+                   scale * c.scored_tokens, scale * flops)
+
+
+def _mean(os_: list[Outcome]) -> Outcome:
+    k = len(os_)
+    return Outcome(*(sum(getattr(o, f) for o in os_) / k for f in
+                     ("correct", "generations", "policy_tokens", "scored_tokens", "flops")))
