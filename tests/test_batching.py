@@ -115,3 +115,49 @@ def test_failing_request_is_isolated_from_its_batch_mates() -> None:
     good, bad = asyncio.run(main())
     assert isinstance(bad, ValueError)
     assert [c.text.split("|")[0] for c in good[0]] == ["good", "good"]  # type: ignore[index]
+
+
+def test_rows_with_different_max_tokens_share_a_batch_run_at_the_largest() -> None:
+    # Beam search asks each path for min(step limit, tokens left): near the path limit those
+    # differ, and splitting batches on them would fragment the step into tiny calls.
+    from testtime.policy.batching import row_limit
+
+    calls: list[tuple[int, list[int]]] = []
+
+    def fn(rows, params):  # type: ignore[no-untyped-def]
+        calls.append((params.max_tokens, [row_limit(r, params) for r, _ in rows]))
+        return _echo(rows, params)
+
+    def req(max_tokens: int) -> GenerationRequest:
+        return GenerationRequest((ChatMessage("user", "q"),), "",
+                                 SamplingParams(n=1, temperature=0.8, seed=1,
+                                                max_tokens=max_tokens))
+
+    batcher = RequestBatcher(fn, max_batch_seqs=8)
+
+    async def main() -> None:
+        await asyncio.gather(*(batcher.submit([req(m)]) for m in (5, 50, 20)))
+
+    asyncio.run(main())
+    assert calls == [(50, [5, 50, 20])]
+
+
+def test_equal_requests_from_two_callers_stay_two_callers() -> None:
+    # Pending entries are identities: equal requests must each get their own answer, and a
+    # failing batch must be retried per caller without hashing requests by value.
+    state = {"n": 0}
+
+    def fn(rows, params):  # type: ignore[no-untyped-def]
+        state["n"] += 1
+        if state["n"] == 1 and len(rows) > 1:
+            raise RuntimeError("batch too big")
+        return _echo(rows, params)
+
+    batcher = RequestBatcher(fn, max_batch_seqs=4)
+
+    async def main() -> list[list[list[Completion]]]:
+        return await asyncio.gather(batcher.submit([_req("same")]),
+                                    batcher.submit([_req("same")]))
+
+    outs = asyncio.run(asyncio.wait_for(main(), timeout=10))
+    assert [len(o[0]) for o in outs] == [1, 1]

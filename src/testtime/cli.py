@@ -7,8 +7,10 @@ import json
 import logging
 import os
 import re
+import sys
+from collections.abc import Coroutine
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional, TypeVar
 
 import typer
 from rich.console import Console
@@ -22,6 +24,7 @@ app = typer.Typer(
     add_completion=False,
 )
 console = Console()
+T = TypeVar("T")
 
 #: Path limit for the embedded default: SmolLM2-135M answers in well under 200 tokens and
 #: otherwise rambles; real models get the paper's 8192.
@@ -84,6 +87,19 @@ def run(
     progress: Annotated[bool, typer.Option(help="Show a progress bar")] = True,
     trust_remote_code: Annotated[bool, typer.Option(help="Let model repos run their code")]
     = False,
+    ray: Annotated[Optional[str], typer.Option(
+        "--ray", metavar="[ADDRESS]",
+        help="Spread problems over Ray actors. Alone: a local Ray (or $RAY_ADDRESS); 'auto': "
+             "the cluster this machine is in; or HOST:PORT, ray://HOST:10001")] = None,
+    ray_actors: Annotated[Optional[int], typer.Option(
+        help="Ray actors, each with its own policy and PRM [default: one per GPU group of "
+             "the cluster, else 1]")] = None,
+    gpus_per_actor: Annotated[Optional[float], typer.Option(
+        help="GPUs per Ray actor (0.5: two actors share a GPU) [default: 1 when the cluster "
+             "has GPUs, else 0]")] = None,
+    max_retries: Annotated[int, typer.Option(
+        help="Retries of a failing problem (backend error, lost actor) before it is recorded "
+             "with its error")] = 2,
 ) -> None:
     """Search every problem of a dataset, grade the answers and summarise accuracy."""
     from testtime.runner import RunDirError
@@ -113,13 +129,15 @@ def run(
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
     out_dir = out or default_out_dir(cfg)
+    retry, executor = _retry_and_executor(cfg, ray, ray_actors, gpus_per_actor, max_retries)
     try:
-        outcome = asyncio.run(run_async(cfg, out_dir, resume=resume, overwrite=overwrite,
-                                        progress=progress))
+        outcome = asyncio.run(_run_with(executor, run_async(
+            cfg, out_dir, resume=resume, overwrite=overwrite, progress=progress, retry=retry,
+            executor=executor)))
     except RunDirError as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None
-    except (ValueError, FileNotFoundError) as exc:
+    except _input_errors(executor) as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None
     except KeyboardInterrupt:
@@ -128,7 +146,73 @@ def run(
         raise typer.Exit(130) from None
     for table in summary_tables(outcome.summary):
         console.print(table)
+    if executor is not None:
+        st = executor.stats
+        console.print(f"ray: {st.actors_ready} actors ran {st.units_sent} units; "
+                      f"{st.actors_lost} lost ({st.units_lost} units retried), "
+                      f"{st.replacements} replaced")
     console.print(f"results: {out_dir}/results.jsonl, summary: {out_dir}/summary.json")
+
+
+#: What a bare ``--ray`` stands for (typer options cannot take an optional value, so ``main``
+#: fills it in): a local Ray, or the cluster ``$RAY_ADDRESS`` names.
+RAY_LOCAL = "local"
+
+
+def fill_ray_flag(argv: list[str]) -> list[str]:
+    """``--ray`` given without a value (last, or before another option) -> ``--ray local``."""
+    out: list[str] = []
+    for i, arg in enumerate(argv):
+        out.append(arg)
+        if arg == "--":  # everything after it is an argument
+            return out + argv[i + 1 :]
+        if arg == "--ray" and (i + 1 == len(argv) or argv[i + 1].startswith("-")):
+            out.append(RAY_LOCAL)
+    return out
+
+
+def _retry_and_executor(
+    cfg: RunConfig, ray: str | None, ray_actors: int | None, gpus_per_actor: float | None,
+    max_retries: int,
+) -> tuple[Any, Any]:
+    """The retry policy and, with ``--ray``, the Ray executor (Ray is imported only later,
+    when the executor starts)."""
+    from testtime.retry import RetryPolicy
+
+    try:
+        retry = RetryPolicy(max_retries=max_retries)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--max-retries") from None
+    if ray is None:
+        if ray_actors is not None or gpus_per_actor is not None:
+            raise typer.BadParameter("only applies with --ray",
+                                     param_hint="--ray-actors/--gpus-per-actor")
+        return retry, None
+    from testtime.distributed import RayExecutor, RayOptions
+
+    try:
+        options = RayOptions(address=None if ray == RAY_LOCAL else ray, actors=ray_actors,
+                             gpus_per_actor=gpus_per_actor)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    return retry, RayExecutor(cfg, options)
+
+
+def _input_errors(executor: Any) -> tuple[type[Exception], ...]:
+    """Errors the user can fix (bad data, no Ray cluster): printed without a traceback."""
+    if executor is None:
+        return (ValueError, FileNotFoundError)
+    from testtime.distributed import ExecutorError
+
+    return (ValueError, FileNotFoundError, ExecutorError)
+
+
+async def _run_with(executor: Any, job: Coroutine[Any, Any, T]) -> T:
+    """Await ``job`` while the executor (if any) is open; close it whatever happens."""
+    if executor is None:
+        return await job
+    async with executor:
+        return await job
 
 
 @app.command()
@@ -144,8 +228,18 @@ def summary(run_dir: Path) -> None:
         console.print(table)
 
 
+# Sub-apps live in their own modules: serve (PRM service) and the analysis commands (flops,
+# sweep, analyze, report, adaptive).
+from testtime.cli_analysis import register as _register_analysis  # noqa: E402
+from testtime.cli_serve import serve_app  # noqa: E402
+
+app.add_typer(serve_app, name="serve")
+_register_analysis(app)
+
+
 def main() -> None:
     logging.basicConfig(level=os.environ.get("TESTTIME_LOG", "WARNING"))
+    sys.argv[1:] = fill_ray_flag(sys.argv[1:])
     app()
 
 

@@ -92,6 +92,8 @@ class ProblemRecord(BaseModel):
     compute: ComputeRecord = Field(default_factory=ComputeRecord)
     tree: list[NodeRecord] = Field(default_factory=list)
     wall_time_s: float = 0.0
+    attempts: int = 1
+    """Times the search was started in the invocation that wrote this record (1: no retry)."""
     error: str | None = None
     """Set when the problem failed; such records count as wrong and are retried on resume."""
 

@@ -12,15 +12,16 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import time
-import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from testtime.answers import grade_and_group
 from testtime.config import RunConfig, config_diff
 from testtime.datasets import DatasetSpec, load_problems
+from testtime.flops import FlopCosts, costs_for_specs
 from testtime.grading import Grader
 from testtime.policy.base import Policy
 from testtime.prompts import prompt_for_model
@@ -34,18 +35,24 @@ from testtime.records import (
     StepRecord,
     dump_json,
 )
+from testtime.retry import RetryError, RetryPolicy, describe, retry_async
 from testtime.scoring.base import StepScorer
 from testtime.search import get_method
-from testtime.search.base import SearchContext, SearchResult
+from testtime.search.base import SearchContext, SearchFn, SearchResult
 from testtime.selection import Scored, budgets, select_all
 from testtime.summary import summarize
 from testtime.types import Problem
+
+if TYPE_CHECKING:
+    from testtime.distributed.executor import SearchExecutor
 
 log = logging.getLogger(__name__)
 
 CONFIG_FILE = "config.json"
 RESULTS_FILE = "results.jsonl"
 SUMMARY_FILE = "summary.json"
+#: Code points UTF-8 cannot encode: lone surrogates (a server's JSON may hold "\\ud800").
+_SURROGATE_RE = re.compile("[\ud800-\udfff]")
 
 
 class RunDirError(RuntimeError):
@@ -112,15 +119,27 @@ async def run(
     resume: bool = False,
     overwrite: bool = False,
     progress: bool = True,
+    retry: RetryPolicy | None = None,
+    executor: SearchExecutor | None = None,
 ) -> RunOutcome:
-    """Run (or finish) the configured search; injected ``policy``/``scorer`` skip loading."""
+    """Run (or finish) the configured search; injected ``policy``/``scorer`` skip loading.
+
+    ``retry`` bounds the attempts per problem (default :class:`RetryPolicy`). An ``executor``
+    (e.g. :class:`testtime.distributed.RayExecutor`) runs each problem's search elsewhere;
+    grading, selection and every write stay here.
+    """
     problems = problems_of(config)  # validate the data before loading any model
     prepare_run_dir(out_dir, config, resume, overwrite, {p.id for p in problems})
     store = RecordStore(out_dir / RESULTS_FILE)
     done = store.done_ids()
     todo = [p for p in problems if p.id not in done]
     start = time.perf_counter()
-    if todo:
+    method: SearchFn | None = None
+    ctx: SearchContext | None = None
+    if todo and executor is not None:
+        await executor.start()  # fails fast (no cluster, no actor could load its models)
+        method = executor.search
+    elif todo:
         if policy is None:
             from testtime.policy.registry import build_policy
 
@@ -128,7 +147,9 @@ async def run(
         if scorer is None:
             from testtime.scoring.registry import build_scorer
 
-            scorer = build_scorer(config.prm, config.prm_options)
+            # The judge runs on the policy; the outcome oracle needs the references.
+            scorer = build_scorer(config.prm, config.prm_options, policy=policy,
+                                  problems=problems)
         ctx = SearchContext(
             policy=policy,
             scorer=scorer,
@@ -136,8 +157,11 @@ async def run(
             search=config.search,
             sampling=config.sampling,
         )
+    if todo:
         with Grader() as grader:
-            await _run_problems(todo, ctx, config, store, grader, progress, len(problems))
+            await _run_problems(todo, ctx, config, store, grader, progress, len(problems),
+                                method=method, retry=retry or RetryPolicy(),
+                                costs=flop_costs(config, policy, scorer))
     wall = time.perf_counter() - start
     records = [store.records[p.id] for p in problems if p.id in store.records]
     summary = summarize(config, records, total=len(problems), wall_time_s=wall,
@@ -148,17 +172,21 @@ async def run(
 
 async def _run_problems(
     todo: list[Problem],
-    ctx: SearchContext,
+    ctx: SearchContext | None,
     config: RunConfig,
     store: RecordStore,
     grader: Grader,
     show: bool,
     total: int,
+    *,
+    method: SearchFn | None,
+    retry: RetryPolicy,
+    costs: FlopCosts,
 ) -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
     from rich.progress import TimeElapsedColumn
 
-    method = get_method(config.search.method)
+    search = method or get_method(config.search.method)
     sem = asyncio.Semaphore(config.max_concurrent_problems)
     bar = Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -170,19 +198,25 @@ async def _run_problems(
         nonlocal tokens
         async with sem:
             t0 = time.perf_counter()
+            attempts = 1
             try:
-                result = await method(problem, ctx)
+                result, attempts = await retry_async(
+                    lambda: search(problem, ctx), retry,  # type: ignore[arg-type]
+                    what=f"problem {problem.id}")
                 record = await build_record(problem, result, config, grader)
             except Exception as exc:  # recorded, the run goes on; retried on --resume
                 log.error("problem %s failed: %s", problem.id, exc)
-                record = ProblemRecord(
-                    id=problem.id, problem=problem.problem, reference=problem.answer,
-                    level=problem.level, metadata=problem.metadata,
-                    method=config.search.method, n=config.search.n,
-                    error="".join(traceback.format_exception_only(exc)).strip(),
-                )
+                record = error_record(problem, config, exc)
+                attempts = exc.attempts if isinstance(exc, RetryError) else attempts
+            record.attempts = attempts
             record.wall_time_s = time.perf_counter() - t0
-            store.append(record)
+            costs.fill(record.compute)
+            try:
+                store.append(record)
+            except ValueError as exc:  # text UTF-8 cannot encode (lone surrogates from a backend)
+                log.warning("problem %s: record not encodable (%s); replacing bad characters",
+                            problem.id, exc)
+                store.append(encodable(record))
             tokens += record.compute.completion_tokens
             bar.update(task, advance=1, info=f"{tokens} tokens")
 
@@ -190,6 +224,41 @@ async def _run_problems(
         task = bar.add_task(config.search.method, total=total, completed=total - len(todo),
                             info="")
         await asyncio.gather(*(one(p) for p in todo))
+
+
+def flop_costs(config: RunConfig, policy: Policy | None, scorer: StepScorer | None) -> FlopCosts:
+    """FLOPs per token of policy and PRM: from the loaded models, else from the specs."""
+    if policy is not None:
+        return FlopCosts.of(policy, scorer)
+    return costs_for_specs(config.policy, config.prm)
+
+
+def error_record(problem: Problem, config: RunConfig, exc: BaseException) -> ProblemRecord:
+    """The record of a failed problem: counts as wrong, retried on ``--resume``."""
+    cause = exc.last if isinstance(exc, RetryError) else exc
+    error = describe(cause)
+    if isinstance(exc, RetryError) and exc.attempts > 1:
+        error += f" (after {exc.attempts} attempts)"
+    return ProblemRecord(
+        id=problem.id, problem=problem.problem, reference=problem.answer,
+        level=problem.level, metadata=problem.metadata,
+        method=config.search.method, n=config.search.n, error=error,
+    )
+
+
+def encodable(record: ProblemRecord) -> ProblemRecord:
+    """``record`` with lone surrogates (which UTF-8 cannot encode) replaced by U+FFFD."""
+
+    def clean(value: Any) -> Any:
+        if isinstance(value, str):
+            return _SURROGATE_RE.sub("\ufffd", value)
+        if isinstance(value, dict):
+            return {clean(k): clean(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [clean(v) for v in value]
+        return value
+
+    return ProblemRecord.model_validate(clean(record.model_dump()))
 
 
 async def build_record(

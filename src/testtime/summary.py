@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 
 SUMMARY_VERSION = 1
 COMPUTE_FIELDS = ("policy_calls", "generations", "prompt_tokens", "completion_tokens",
-                  "scored_tokens")
+                  "scored_tokens", "policy_flops", "prm_flops")
 
 
 def summarize(
@@ -109,7 +109,7 @@ def summary_tables(summary: dict[str, Any]) -> list[Table]:
     c.add_column("total")
     c.add_column("value", justify="right")
     for k, v in summary["compute"].items():
-        c.add_row(k, f"{v:,}")
+        c.add_row(k, f"{v:.3g}" if k.endswith("flops") else f"{v:,}")
     c.add_row("wall time", f"{summary['wall_time_s']:.1f} s")
     tables.append(c)
     return tables

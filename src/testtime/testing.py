@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 from testtime.policy.batching import RequestBatcher
 from testtime.policy.completion import build_completion
-from testtime.types import Completion, GenerationRequest, SamplingParams, ScoreRequest, Step
+from testtime.types import ChatMessage, Completion, GenerationRequest, SamplingParams, ScoreRequest, Step
 
 _TOKEN_RE = re.compile(r"\n\n|\S+\s*|\s+")
 
@@ -39,6 +39,18 @@ def tree_script(tree: Mapping[str, Sequence[str]], default: str = "\\boxed{0}") 
         return options[0 if params.temperature == 0 else i % len(options)]
 
     return script
+
+
+def problem_text(messages: tuple[ChatMessage, ...]) -> str:
+    """The problem statement inside a request's messages: the last user turn with the
+    prompt template (any of the shipped ones) taken off, else that turn as it is."""
+    from testtime.prompts import all_templates
+
+    for template in all_templates():
+        problem = template.problem_of(messages)
+        if problem is not None and problem != messages[-1].content:
+            return problem
+    return messages[-1].content
 
 
 class ScriptedPolicy:
@@ -77,7 +89,7 @@ class ScriptedPolicy:
         self.batches.append(len(rows))
         out = []
         for req, _ in rows:
-            problem = req.messages[-1].content
+            problem = problem_text(req.messages)
             key = (problem, req.prefix)
             index = self._drawn.get(key, 0)
             self._drawn[key] = index + 1

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from itertools import pairwise
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,7 +30,7 @@ def interpolate(points: Sequence[tuple[float, float]], x: float) -> float | None
     pts = sorted(points)
     if not pts or not pts[0][0] <= x <= pts[-1][0]:
         return None
-    for (x0, y0), (x1, y1) in zip(pts, pts[1:], strict=False):
+    for (x0, y0), (x1, y1) in pairwise(pts):
         if x0 <= x <= x1:
             return y0 if x1 == x0 else y0 + (x - x0) * (y1 - y0) / (x1 - x0)
     return pts[-1][1]

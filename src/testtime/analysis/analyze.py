@@ -66,7 +66,7 @@ def analyze(paths: list[Path], n_boot: int = DEFAULT_BOOT, seed: int = 0) -> Ana
     """Load runs and compute every analysis (deterministic for a given ``seed``)."""
     results = load_results(paths)
     out = []
-    for key in results.keys():
+    for key in results.keys():  # noqa: SIM118 (Results.keys is a method, not a dict)
         ids = results.problems(key)
         if not ids:
             continue
@@ -83,9 +83,11 @@ def analyze(paths: list[Path], n_boot: int = DEFAULT_BOOT, seed: int = 0) -> Ana
         ka = KeyAnalysis(key, ids, binnings, rows, curves, best_rule_curves(curves),
                          envelope(curves), optimal)
         if MAJORITY_BON in curves:
+            # An axis whose compute is unknown (FLOPs of fake models: all 0) has no gain.
+            axes = [ax for ax in GAIN_AXES
+                    if any(p.x(ax) > 0 for p in curves[MAJORITY_BON].points)]
             for scheme, c in optimal.items():
-                ka.gains[scheme] = [efficiency_gain(curves[MAJORITY_BON], c, axis)
-                                    for axis in GAIN_AXES]
+                ka.gains[scheme] = [efficiency_gain(curves[MAJORITY_BON], c, ax) for ax in axes]
         out.append(ka)
     return Analysis(results, out)
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 from typing import Literal
 
 import numpy as np
@@ -136,7 +137,7 @@ def first_reach(points: Sequence[tuple[float, float]], target: float) -> float |
         return None
     if pts[0][1] >= target:
         return pts[0][0]
-    for (x0, y0), (x1, y1) in zip(pts, pts[1:], strict=False):
+    for (x0, y0), (x1, y1) in pairwise(pts):
         if y1 >= target > y0:
             return x0 + (target - y0) * (x1 - x0) / (y1 - y0)
     return None

@@ -128,7 +128,9 @@ def find_run_dirs(paths: list[Path]) -> list[Path]:
             raise FileNotFoundError(f"{p}: not a run directory (no config.json)")
         if not found:
             raise FileNotFoundError(f"{p}: no run directories in it")
-        out += [d for d in found if d.resolve() not in {o.resolve() for o in out}]
+        for d in found:
+            if d.resolve() not in {o.resolve() for o in out}:
+                out.append(d)
     return out
 
 

@@ -194,7 +194,7 @@ async def run_sweep(
             if cell.policy not in policies:
                 for other in list(policies):  # one policy in memory at a time
                     await policies.pop(other).aclose()
-                policies[cell.policy] = _build_policy(grid, cell, policy_factory)
+                policies[cell.policy] = _build_policy(cell, policy_factory)
             if cell.prm not in scorers:
                 scorers[cell.prm] = _build_scorer(cell, scorer_factory)
             run_dir = out / cell.run_dir
@@ -218,7 +218,7 @@ async def run_sweep(
     return cells
 
 
-def _build_policy(grid: SweepGrid, cell: Cell, factory: PolicyFactory | None) -> Policy:
+def _build_policy(cell: Cell, factory: PolicyFactory | None) -> Policy:
     if factory is not None:
         return factory(cell.policy)
     from testtime.policy.registry import build_policy

@@ -5,6 +5,11 @@ of its current step. ``RequestBatcher`` collects everything submitted while the 
 (or within one event-loop turn) and hands the backend batches of up to ``max_batch_seqs``
 sequences, grouped so that every batch shares one sampling configuration (HF ``generate`` and
 most engines take one temperature/top-p/stop set per call).
+
+``max_tokens`` is *not* part of that configuration: beam search asks for steps whose limit
+depends on how many tokens each path has left, and splitting batches on it would fragment
+them near the path limit. A batch runs with the largest limit of its rows and each backend
+cuts every row at its own ``request.params.max_tokens`` (see ``row_limit``).
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from testtime.types import Completion, GenerationRequest, SamplingParams
 
@@ -21,12 +26,20 @@ from testtime.types import Completion, GenerationRequest, SamplingParams
 BatchFn = Callable[[list[tuple[GenerationRequest, int | None]], SamplingParams], list[Completion]]
 
 
-def batch_key(params: SamplingParams) -> tuple[float, float, int, tuple[str, ...]]:
-    """Requests with equal keys can share one backend call (everything but n and seed)."""
-    return (params.temperature, params.top_p, params.max_tokens, params.stop)
+def batch_key(params: SamplingParams) -> tuple[float, float, tuple[str, ...]]:
+    """Requests with equal keys can share one backend call (everything but n, seed and
+    max_tokens, which backends apply per row)."""
+    return (params.temperature, params.top_p, params.stop)
 
 
-@dataclass
+def row_limit(request: GenerationRequest, params: SamplingParams) -> int:
+    """The token limit of one row: its own request's, never above the batch's."""
+    return min(request.params.max_tokens, params.max_tokens)
+
+
+# eq=False: pending entries are identities (hashed in dict.fromkeys, removed from the queue
+# with list.remove); two equal requests are still two callers.
+@dataclass(eq=False)
 class _Pending:
     request: GenerationRequest
     future: asyncio.Future[list[Completion]]
@@ -84,6 +97,17 @@ class RequestBatcher:
             self._worker = asyncio.get_running_loop().create_task(self._run())
 
     async def _run(self) -> None:
+        try:
+            await self._loop()
+        except BaseException as exc:
+            # A bug here must not leave callers awaiting forever: fail everything queued.
+            for p in self._queue:
+                if not p.future.done():
+                    p.future.set_exception(RuntimeError(f"request batcher failed: {exc!r}"))
+            self._queue.clear()
+            raise
+
+    async def _loop(self) -> None:
         assert self._wakeup is not None
         while True:
             if not self._queue:
@@ -96,10 +120,15 @@ class RequestBatcher:
                 continue
             try:
                 await self._dispatch(batch, params)
-            except Exception:
+            except Exception as exc:
+                owners = list(dict.fromkeys(p for p, _ in batch))
+                if len(owners) == 1:
+                    if not owners[0].future.done():
+                        owners[0].future.set_exception(exc)
+                    self._drop(owners[0])
+                    continue
                 # Isolate the failure: rerun each request's rows on their own, so one bad
                 # request (malformed prompt, too long, ...) fails only its own caller.
-                owners = list(dict.fromkeys(p for p, _ in batch))
                 for owner in owners:
                     part = [(p, i) for p, i in batch if p is owner]
                     try:
@@ -107,9 +136,15 @@ class RequestBatcher:
                     except Exception as exc:  # forwarded to the one awaiting caller
                         if not owner.future.done():
                             owner.future.set_exception(exc)
+                        self._drop(owner)
+
+    def _drop(self, owner: _Pending) -> None:
+        """Forget a failed request's rows not yet handed to a batch."""
+        if owner in self._queue:
+            self._queue.remove(owner)
 
     async def _dispatch(self, batch: list[tuple[_Pending, int]], params: SamplingParams) -> None:
-        rows = [(p.request, _row_seed(p.request.params.seed, i)) for p, i in batch]
+        rows = [(p.request, row_seed(p.request.params.seed, i)) for p, i in batch]
         outs = await asyncio.to_thread(self._call, rows, params)
         for (p, i), out in zip(batch, outs, strict=True):
             p.rows[i] = out
@@ -148,9 +183,11 @@ class RequestBatcher:
                 self._queue.remove(p)
             if len(batch) >= self._max:
                 break
-        return batch, head
+        limit = max(p.request.params.max_tokens for p, _ in batch)
+        return batch, replace(head, max_tokens=limit)
 
 
-def _row_seed(seed: int | None, row: int) -> int | None:
+def row_seed(seed: int | None, row: int) -> int | None:
+    """The seed of row ``row`` of a request seeded with ``seed`` (None stays unseeded)."""
     return None if seed is None else seed * 1_000_003 + row
 

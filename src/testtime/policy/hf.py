@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from testtime.policy.batching import RequestBatcher
+from testtime.policy.batching import RequestBatcher, row_limit
 from testtime.policy.completion import build_completion
 from testtime.policy.model_files import materialize, resolve
 from testtime.types import ChatMessage, Completion, GenerationRequest, SamplingParams
@@ -212,6 +212,8 @@ class HFPolicy:
         eos = set(self.eos_ids)
         results = []
         for i, ids in enumerate(new.tolist()):
+            # Rows of one batch may have smaller limits than the batch's (see row_limit).
+            ids = ids[: row_limit(rows[i][0], params)]
             end = next((j for j, t in enumerate(ids) if t in eos), None)
             body = ids if end is None else ids[:end]
             results.append(

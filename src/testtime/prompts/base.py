@@ -21,6 +21,18 @@ class WorkedExample:
 
 
 @dataclass(frozen=True)
+class RecommendedSampling:
+    """Sampling settings a model family's authors recommend (data only; the user decides)."""
+
+    temperature: float
+    """Softmax temperature."""
+    top_p: float
+    """Nucleus sampling mass."""
+    max_tokens: int
+    """Token budget of one full solution."""
+
+
+@dataclass(frozen=True)
 class PromptTemplate:
     """Turns a problem statement into chat messages."""
 
@@ -32,6 +44,8 @@ class PromptTemplate:
     """Format of the user turn; ``{problem}`` is replaced by the problem text."""
     examples: tuple[WorkedExample, ...] = field(default_factory=tuple)
     """Worked examples shown first; small models need one to write ``\\boxed{}`` and steps."""
+    recommended_sampling: RecommendedSampling | None = None
+    """The model authors' recommended sampling for this family, or None when they give none."""
 
     def __post_init__(self) -> None:
         if "{problem}" not in self.user_format:
@@ -46,3 +60,16 @@ class PromptTemplate:
             out.append(ChatMessage("assistant", ex.solution))
         out.append(ChatMessage("user", self.user_format.replace("{problem}", problem)))
         return tuple(out)
+
+    def problem_of(self, messages: tuple[ChatMessage, ...]) -> str | None:
+        """The problem text that :meth:`messages` put in the last user turn, or None when
+        that turn was not made by this template (the inverse, used by scripted policies)."""
+        if not messages:
+            return None
+        head, _, tail = self.user_format.partition("{problem}")
+        text = messages[-1].content
+        if len(text) < len(head) + len(tail) or not (
+            text.startswith(head) and text.endswith(tail)
+        ):
+            return None
+        return text[len(head) : len(text) - len(tail)]

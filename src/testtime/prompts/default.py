@@ -1,17 +1,17 @@
 """The default prompt for small or unknown instruct models (the embedded SmolLM2).
 
 SmolLM2-135M rarely writes ``\\boxed{}`` or blank-line-separated steps unless it is shown one
-worked example; with it, it answers several easy problems right (without it, almost none).
+worked example. Measured greedily on 24 demo problems (levels 1, 2, 4), the example written
+inside the user turn with no system prompt got 16/24 right; the same example as a separate
+user/assistant exchange with a system prompt got 9/24, and two examples 9-10/24. So the
+example is inlined in the user turn.
 """
 
 from __future__ import annotations
 
 from testtime.prompts.base import PromptTemplate, WorkedExample
 
-SYSTEM = (
-    "You are a careful math tutor. Solve the problem step by step. Separate steps with a "
-    "blank line. End with the final answer in the form \\boxed{answer}."
-)
+INSTRUCTION = "Solve the problem. Put the final answer in \\boxed{}."
 
 EXAMPLE = WorkedExample(
     problem="Tom has 3 boxes with 4 pencils in each box. He gives away 5 pencils. "
@@ -23,4 +23,9 @@ EXAMPLE = WorkedExample(
     ),
 )
 
-TEMPLATE = PromptTemplate(name="default", system=SYSTEM, examples=(EXAMPLE,))
+USER_FORMAT = (
+    f"{INSTRUCTION}\n\nExample:\nProblem: {EXAMPLE.problem}\nSolution: {EXAMPLE.solution}"
+    "\n\nProblem: {problem}\nSolution:"
+)
+
+TEMPLATE = PromptTemplate(name="default", system=None, user_format=USER_FORMAT)

@@ -1,0 +1,161 @@
+"""New-token throughput of the CPU policy backends on the embedded SmolLM2, side by side.
+
+Backends: ``hf`` (transformers, fp32 weights de-quantised from the GGUF), ``llamacpp`` (the
+shipped Q4_1 GGUF, llama.cpp in-process), ``llamacpp-f32`` (llama.cpp on the F32 copy with F32
+attention, the exact-match mode), and ``openai`` (this client against a llama-cpp-python
+server on the Q4_1 GGUF, started here on a free local port). Every backend gets the same
+greedy requests (the first B MATH-500 problems in the default prompt, all submitted at once)
+for each batch size B. Repeats are interleaved across backends so that machine noise hits all
+of them alike; the best time of the repeats is kept. Ratios are against ``hf`` at the same B.
+
+    PYTHONPATH=src python bench/bench_policy.py --batches 1,8,32 --max-tokens 64 --repeats 2
+
+Prints a table and one JSON line (``--json PATH`` also writes it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+try:
+    import testtime  # noqa: F401
+except ImportError:  # running from a checkout without an install
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from testtime.policy.base import Policy
+from testtime.prompts import prompt_for_model
+from testtime.types import GenerationRequest, SamplingParams
+
+BACKENDS = ("hf", "llamacpp", "llamacpp-f32", "openai")
+DATA = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "math500.jsonl"
+
+
+def start_server(gguf: Path, log: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """A llama-cpp-python server on a free port; returns (process, base URL) once it answers."""
+    import httpx
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    args = [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--host",
+            "127.0.0.1", "--port", str(port), "--n_ctx", "16384", "--n_threads",
+            str(os.cpu_count() or 1), "--interrupt_requests", "false", "--verbose", "false"]
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/v1"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"llama.cpp server exited: {log.read_text()[-2000:]}")
+        try:
+            if httpx.get(f"{url}/models", timeout=1).status_code == 200:
+                return proc, url
+        except httpx.HTTPError:
+            time.sleep(0.3)
+    proc.kill()
+    raise TimeoutError("llama.cpp server did not start")
+
+
+def build(name: str, max_batch: int, gguf: Path, server_url: str | None) -> Policy:
+    if name == "hf":
+        from testtime.policy.hf import HFPolicy, HFPolicyConfig
+
+        return HFPolicy(HFPolicyConfig(device="cpu", dtype="float32", max_batch_seqs=max_batch))
+    if name.startswith("llamacpp"):
+        from testtime.policy.llamacpp import LlamaCppPolicy, LlamaCppPolicyConfig
+
+        return LlamaCppPolicy(LlamaCppPolicyConfig(max_batch_seqs=max_batch,
+                                                   dequantize=name == "llamacpp-f32"))
+    from testtime.policy.openai import OpenAIPolicy, OpenAIPolicyConfig
+
+    assert server_url is not None
+    return OpenAIPolicy(OpenAIPolicyConfig(model=str(gguf), base_urls=(server_url,),
+                                           tokenizer="default"))
+
+
+def measure(policy: Policy, reqs: list[GenerationRequest]) -> dict[str, float]:
+    start = time.perf_counter()
+    outs = asyncio.run(policy.generate(reqs))
+    wall = time.perf_counter() - start
+    new = sum(c.completion_tokens for group in outs for c in group)
+    prompt = sum(c.prompt_tokens for group in outs for c in group)
+    return {"wall_s": wall, "new_tokens": new, "prompt_tokens": prompt, "tok_s": new / wall}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--backends", default=",".join(BACKENDS))
+    ap.add_argument("--batches", default="1,8,32")
+    ap.add_argument("--max-tokens", type=int, default=64)
+    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--data", type=Path, default=DATA)
+    ap.add_argument("--json", type=Path, default=None)
+    args = ap.parse_args()
+    backends = [b for b in args.backends.split(",") if b]
+    batches = [int(b) for b in args.batches.split(",")]
+    unknown = set(backends) - set(BACKENDS)
+    if unknown:
+        ap.error(f"unknown backends {sorted(unknown)}; choose from {BACKENDS}")
+
+    from testtime.policy.model_files import embedded_gguf_path
+
+    gguf = embedded_gguf_path()
+    prompt = prompt_for_model("smollm2")
+    problems = [json.loads(line)["problem"] for line in args.data.read_text().splitlines()]
+    params = SamplingParams(temperature=0, max_tokens=args.max_tokens)
+    server = None
+    try:
+        url = None
+        if "openai" in backends:
+            server, url = start_server(gguf, Path(tempfile.mkdtemp()) / "server.log")
+        policies = {b: build(b, max(batches), gguf, url) for b in backends}
+        warm = [GenerationRequest(prompt.messages("1 + 1?"), "", SamplingParams(
+            temperature=0, max_tokens=4))]
+        for p in policies.values():
+            asyncio.run(p.generate(warm))
+        best: dict[tuple[str, int], dict[str, float]] = {}
+        for _ in range(args.repeats):
+            for b in batches:
+                reqs = [GenerationRequest(prompt.messages(q), "", params) for q in problems[:b]]
+                for name, p in policies.items():
+                    m = measure(p, reqs)
+                    key = (name, b)
+                    if key not in best or m["wall_s"] < best[key]["wall_s"]:
+                        best[key] = m
+                    print(f"  {name:13s} B={b:3d} {m['tok_s']:7.1f} new tok/s "
+                          f"({m['new_tokens']} tokens, {m['wall_s']:.1f} s)", file=sys.stderr)
+    finally:
+        if server is not None:
+            server.kill()
+            server.wait(timeout=30)
+
+    print(f"\nnew tokens/s (best of {args.repeats}; ratio vs hf at the same batch)")
+    print(f"{'backend':14s}" + "".join(f"{'B=' + str(b):>18s}" for b in batches))
+    for name in backends:
+        cells = []
+        for b in batches:
+            m, ref = best[(name, b)], best.get(("hf", b))
+            ratio = f" ({m['tok_s'] / ref['tok_s']:.2f}x)" if ref else ""
+            cells.append(f"{m['tok_s']:.1f}{ratio}".rjust(18))
+        print(f"{name:14s}" + "".join(cells))
+    result = {
+        "max_tokens": args.max_tokens, "repeats": args.repeats, "cpus": os.cpu_count(),
+        "results": [{"backend": n, "batch": b, **{k: round(v, 3) for k, v in m.items()}}
+                    for (n, b), m in best.items()],
+    }
+    print(json.dumps(result))
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

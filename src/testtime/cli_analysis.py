@@ -1,0 +1,257 @@
+"""CLI commands of the compute analysis: ``flops``, ``sweep``, ``analyze``, ``report``,
+``adaptive``. ``register(app)`` adds them to the main typer app; heavy imports are lazy and
+this module never imports ``testtime.cli`` at import time (which imports this module)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+console = Console()
+
+
+def _csv(text: str) -> tuple[str, ...]:
+    return tuple(x.strip() for x in text.split(",") if x.strip())
+
+
+def _ints(text: str, name: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(x) for x in _csv(text))
+    except ValueError:
+        raise typer.BadParameter(f"--{name} takes comma-separated integers, got {text!r}") from None
+
+
+def _fail(exc: Exception) -> typer.Exit:
+    console.print(f"[red]error:[/red] {exc}")
+    return typer.Exit(2)
+
+
+def flops(
+    small: Annotated[str, typer.Option(help="Small policy: known name or config.json path")],
+    large: Annotated[str, typer.Option(help="Large model (CoT): known name or config.json")],
+    n: Annotated[int, typer.Option(help="Generations of the small model per problem")] = 256,
+    method: Annotated[str, typer.Option(help="Test-time method (label; tokens from --run-dir)")]
+    = "best_of_n",
+    prm: Annotated[str | None, typer.Option(help="PRM: known name or config.json")] = None,
+    run_dir: Annotated[Path | None, typer.Option(help="Take token counts from this run")]
+    = None,
+    prompt_tokens: Annotated[float, typer.Option(help="Prompt tokens per generation")] = 150.0,
+    completion_tokens: Annotated[float | None, typer.Option(
+        help="Completion tokens per generation [default: 500, or the run's mean]")] = None,
+    scored_tokens: Annotated[float | None, typer.Option(
+        help="PRM tokens per problem [default: every generation read once]")] = None,
+    large_completion_tokens: Annotated[float | None, typer.Option(
+        help="CoT length of the large model [default: the small model's]")] = None,
+    params: Annotated[str, typer.Option(help="non_embedding (Kaplan) or total")]
+    = "non_embedding",
+    pretrain: Annotated[bool, typer.Option(help="Add 6ND pre-training FLOPs")] = False,
+    small_pretrain_tokens: Annotated[float | None, typer.Option(help="D of the small model")]
+    = None,
+    large_pretrain_tokens: Annotated[float | None, typer.Option(help="D of the large model")]
+    = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
+) -> None:
+    """Compare a small model with test-time scaling and a large model with CoT in FLOPs."""
+    from rich.table import Table
+
+    from testtime.analysis.flops_compare import compare, tokens_from_averages, tokens_from_run
+
+    if params not in ("non_embedding", "total"):
+        raise typer.BadParameter("--params must be non_embedding or total")
+    try:
+        if run_dir is not None:
+            use, per_gen = tokens_from_run(run_dir, n)
+            prompt_per_gen = use.prompt / n
+            if completion_tokens is not None:
+                per_gen = completion_tokens
+        else:
+            per_gen = 500.0 if completion_tokens is None else completion_tokens
+            use = tokens_from_averages(n, prompt_tokens, per_gen, scored_tokens)
+            prompt_per_gen = prompt_tokens
+        sides = compare(small, n, method, large, use, prm=prm, large_prompt=prompt_per_gen,
+                        large_completion=large_completion_tokens or per_gen,
+                        convention=params, pretrain=pretrain,  # type: ignore[arg-type]
+                        small_pretrain_tokens=small_pretrain_tokens,
+                        large_pretrain_tokens=large_pretrain_tokens)
+    except (ValueError, FileNotFoundError) as exc:
+        raise _fail(exc) from None
+    if as_json:
+        console.print_json(json.dumps([{**vars(s), "tokens": vars(s.tokens),
+                                        "total_flops": s.total_flops} for s in sides]))
+        return
+    t = Table(title=f"inference FLOPs per problem ({params.replace('_', '-')} parameters, "
+                    "2N per token)")
+    for col in ("setting", "params", "policy tokens", "PRM tokens", "inference FLOPs",
+                "pre-training FLOPs", "total"):
+        t.add_column(col, justify="left" if col == "setting" else "right")
+    for s in sides:
+        t.add_row(s.label, f"{s.params / 1e9:.2f}B", f"{s.tokens.prompt + s.tokens.completion:,.0f}",
+                  f"{s.tokens.scored:,.0f}", f"{s.inference_flops:.3e}",
+                  "-" if s.pretrain_flops is None else f"{s.pretrain_flops:.3e}",
+                  "-" if s.total_flops is None else f"{s.total_flops:.3e}")
+    console.print(t)
+    ratio = sides[1].inference_flops / sides[0].inference_flops if sides[0].inference_flops \
+        else float("inf")
+    console.print(f"large / small inference FLOPs: {ratio:.3g}x")
+
+
+def sweep(
+    methods: Annotated[str, typer.Option(help="Comma-separated registered methods")]
+    = "best_of_n,beam_search,dvts",
+    ns: Annotated[str, typer.Option(help="Comma-separated budgets N")] = "4,16,64,256",
+    prms: Annotated[str, typer.Option(help="Comma-separated scorer specs")] = "self-certainty",
+    policies: Annotated[str, typer.Option(help="Comma-separated policy specs")] = "default",
+    seeds: Annotated[str, typer.Option(help="Comma-separated seeds")] = "0",
+    dataset: Annotated[str, typer.Option(help="demo, demo-N, math500, ... or a JSONL path")]
+    = "demo",
+    data_dir: Annotated[str | None, typer.Option(envvar="TESTTIME_DATA_DIR")] = None,
+    limit: Annotated[int | None, typer.Option(help="Only the first K problems")] = None,
+    beam_width: Annotated[int, typer.Option(help="M for beam search / DVTS")] = 4,
+    max_depth: Annotated[int, typer.Option(help="Most steps per path")] = 40,
+    max_path_tokens: Annotated[int | None, typer.Option(
+        help="Token limit per path [default: 256 for the embedded model, else 8192]")] = None,
+    temperature: Annotated[float, typer.Option(help="Sampling temperature")] = 0.8,
+    device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:N")] = None,
+    dtype: Annotated[str | None, typer.Option(help="auto, float32, bfloat16")] = None,
+    concurrency: Annotated[int, typer.Option(help="Problems in flight at once")] = 64,
+    out: Annotated[Path | None, typer.Option(help="Sweep directory")] = None,
+    progress: Annotated[bool, typer.Option(help="Show progress bars")] = True,
+) -> None:
+    """Run a grid of methods x N x PRMs x policies x seeds, reusing prefix samples, resumable."""
+    from testtime.analysis.sweep import SweepGrid, run_sweep
+    from testtime.cli import DEFAULT_PATH_TOKENS, EMBEDDED_PATH_TOKENS
+    from testtime.config import DatasetConfig, RunConfig
+    from testtime.runner import RunDirError
+    from testtime.search.base import SamplingConfig, SearchConfig
+
+    engine = {k: v for k, v in {"device": device, "dtype": dtype}.items() if v is not None}
+    try:
+        grid = SweepGrid(
+            base=RunConfig(
+                dataset=DatasetConfig(name=dataset, data_dir=data_dir, limit=limit),
+                policy_options=engine, prm_options=engine,
+                search=SearchConfig(beam_width=beam_width, max_depth=max_depth,
+                                    max_path_tokens=max_path_tokens or DEFAULT_PATH_TOKENS),
+                sampling=SamplingConfig(temperature=temperature),
+                max_concurrent_problems=concurrency),
+            methods=_csv(methods), ns=_ints(ns, "ns"), prms=_csv(prms),
+            policies=_csv(policies), seeds=_ints(seeds, "seeds"),
+            max_path_tokens_by_policy={} if max_path_tokens else
+            {"default": EMBEDDED_PATH_TOKENS},
+        )
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    out_dir = out or Path("runs") / f"sweep-{Path(dataset).stem}"
+    try:
+        cells = asyncio.run(run_sweep(grid, out_dir, progress=progress, log=console.print))
+    except (RunDirError, ValueError, FileNotFoundError) as exc:
+        raise _fail(exc) from None
+    except KeyboardInterrupt:
+        console.print(f"\n[yellow]interrupted[/yellow]: rerun the same command to resume "
+                      f"{out_dir}")
+        raise typer.Exit(130) from None
+    for c in cells:
+        console.print(f"{c.status:>16}  {c.method} N={c.n} {c.policy} {c.prm} seed={c.seed}"
+                      f"  -> {c.run_dir}" + (f" @ budget {c.budget}" if c.derived else ""))
+    console.print(f"sweep: {out_dir}/sweep.json; analyse with: testtime analyze {out_dir}")
+
+
+def analyze(
+    run_dirs: Annotated[list[Path], typer.Argument(help="Run or sweep directories")],
+    out: Annotated[Path, typer.Option(help="Where analysis.json and optimal_table.json go")]
+    = Path("analysis"),
+    boot: Annotated[int, typer.Option(help="Bootstrap resamples")] = 1000,
+    seed: Annotated[int, typer.Option(help="Seed of the folds and the bootstrap")] = 0,
+) -> None:
+    """Difficulty bins, the cross-validated compute-optimal table, curves and gains."""
+    from testtime.analysis.analyze import analysis_tables, write_analysis
+    from testtime.analysis.analyze import analyze as run_analysis
+
+    try:
+        a = run_analysis(run_dirs, boot, seed)
+    except (ValueError, FileNotFoundError) as exc:
+        raise _fail(exc) from None
+    for t in analysis_tables(a):
+        console.print(t)
+    for p in write_analysis(a, out):
+        console.print(f"wrote {p}")
+
+
+def report(
+    run_dirs: Annotated[list[Path], typer.Argument(help="Run or sweep directories")],
+    out: Annotated[Path, typer.Option(help="Report directory")] = Path("report"),
+    trees: Annotated[int, typer.Option(help="Search trees to draw")] = 3,
+    problems: Annotated[str | None, typer.Option(help="Draw the trees of these ids")] = None,
+    boot: Annotated[int, typer.Option(help="Bootstrap resamples")] = 1000,
+    seed: Annotated[int, typer.Option(help="Seed of the folds and the bootstrap")] = 0,
+) -> None:
+    """Write PNG plots and one self-contained HTML page (opens offline)."""
+    from testtime.analysis.analyze import analyze as run_analysis
+    from testtime.analysis.report import write_report
+
+    try:
+        a = run_analysis(run_dirs, boot, seed)
+        page = write_report(a, out, trees, list(_csv(problems)) if problems else None)
+    except (ValueError, FileNotFoundError) as exc:
+        raise _fail(exc) from None
+    console.print(f"report: {page}")
+
+
+def adaptive(
+    table: Annotated[Path, typer.Option(help="optimal_table.json from analyze/report")],
+    budget: Annotated[int, typer.Option(help="Target generations per problem")],
+    pilot: Annotated[int, typer.Option(help="Pilot samples per problem")] = 4,
+    scheme: Annotated[str, typer.Option(help="absolute, quantile or all")] = "absolute",
+    escalation: Annotated[int, typer.Option(help="Budget multiplier when uncertain")] = 2,
+    dataset: Annotated[str, typer.Option(help="demo, demo-N, ... or a JSONL path")] = "demo",
+    data_dir: Annotated[str | None, typer.Option(envvar="TESTTIME_DATA_DIR")] = None,
+    limit: Annotated[int | None, typer.Option(help="Only the first K problems")] = None,
+    policy: Annotated[str, typer.Option(help="Policy spec (as in the table)")] = "default",
+    prm: Annotated[str, typer.Option(help="Scorer spec (as in the table)")] = "self-certainty",
+    beam_width: Annotated[int, typer.Option(help="Default M")] = 4,
+    max_path_tokens: Annotated[int | None, typer.Option(help="Token limit per path")] = None,
+    temperature: Annotated[float, typer.Option(help="Sampling temperature")] = 0.8,
+    seed: Annotated[int, typer.Option(help="Base seed")] = 0,
+    device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:N")] = None,
+    concurrency: Annotated[int, typer.Option(help="Problems in flight at once")] = 64,
+    compare: Annotated[list[Path] | None, typer.Option(
+        help="Fixed-method runs on the same problems to compare with")] = None,
+    out: Annotated[Path, typer.Option(help="Output directory")] = Path("runs/adaptive"),
+    resume: Annotated[bool, typer.Option(help="Finish an interrupted run")] = False,
+) -> None:
+    """Solve problems adaptively with a compute-optimal table (pilot, bin, escalate)."""
+    from testtime.analysis.adaptive import AdaptiveConfig, run_adaptive
+    from testtime.analysis.adaptive_summary import adaptive_table
+    from testtime.cli import DEFAULT_PATH_TOKENS, EMBEDDED_PATH_TOKENS
+    from testtime.config import DatasetConfig, RunConfig
+    from testtime.search.base import SamplingConfig, SearchConfig
+
+    engine = {"device": device} if device else {}
+    try:
+        cfg = AdaptiveConfig(budget=budget, pilot=pilot, scheme=scheme, escalation=escalation)
+        run_cfg = RunConfig(
+            dataset=DatasetConfig(name=dataset, data_dir=data_dir, limit=limit),
+            policy=policy, prm=prm, policy_options=engine, prm_options=engine,
+            search=SearchConfig(method="adaptive", n=budget, beam_width=beam_width,
+                                max_path_tokens=max_path_tokens or (
+                                    EMBEDDED_PATH_TOKENS if policy == "default"
+                                    else DEFAULT_PATH_TOKENS)),
+            sampling=SamplingConfig(temperature=temperature, seed=seed),
+            max_concurrent_problems=concurrency)
+        summary = asyncio.run(run_adaptive(table, cfg, run_cfg, out, compare=compare,
+                                           resume=resume))
+    except (ValueError, FileNotFoundError) as exc:
+        raise _fail(exc) from None
+    console.print(adaptive_table(summary))
+    console.print(f"results: {out}/results.jsonl, summary: {out}/summary.json")
+
+
+def register(app: typer.Typer) -> None:
+    """Add the analysis commands to the ``testtime`` app."""
+    for fn in (flops, sweep, analyze, report, adaptive):
+        app.command()(fn)

@@ -1,0 +1,354 @@
+"""The Ray driver: a pool of :class:`SearchWorker` actors behind the runner's executor protocol.
+
+The runner stays the only writer: it hands each problem to :meth:`RayExecutor.search` (one
+work unit), gets the :class:`SearchResult` back, grades it, applies the selection rules and
+appends the record. The executor's job is placement and loss:
+
+- ``start`` connects to Ray (or starts a local one), creates the actors (one per GPU group by
+  default) and returns once at least one has loaded its models; the rest join as they do.
+- ``search`` sends the unit to the least busy live actor (at most ``cap`` units in flight per
+  actor, so a lost actor loses few units). When the actor dies, the unit fails with
+  :class:`ActorLostError`; the runner's retry policy sends it again, to another actor, and a
+  replacement actor is started (up to ``max_replacements`` in all). An error raised by the
+  search itself is re-raised as the original exception, so retries treat both alike.
+- ``aclose`` releases the engines, kills the actors and stops the Ray it started.
+
+Ray is imported only here, and only when ``start`` runs: without ``--ray`` nothing imports it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from collections.abc import Awaitable
+from dataclasses import dataclass, field
+from typing import Any, Self
+
+from testtime.config import RunConfig
+from testtime.distributed.worker import (
+    PolicyFactory,
+    ScorerFactory,
+    SearchWorker,
+    WorkUnit,
+    registry_policy,
+    registry_scorer,
+)
+from testtime.retry import PermanentError, describe
+from testtime.search.base import SearchContext, SearchResult
+from testtime.types import Problem
+
+log = logging.getLogger(__name__)
+
+#: Seconds an actor may take to release its engines when the pool closes.
+SHUTDOWN_TIMEOUT_S = 10.0
+#: Length of a Ray error as the driver quotes it in logs and error records.
+SUMMARY_CHARS = 160
+
+
+class ExecutorError(RuntimeError):
+    """The pool cannot start: Ray is missing or unreachable, or no actor could load its models."""
+
+
+class ActorLostError(RuntimeError):
+    """The actor holding a unit died (or its node did); the unit can be retried elsewhere."""
+
+
+@dataclass(frozen=True)
+class RayOptions:
+    """Where and how many actors to run. Validates on construction; no I/O."""
+
+    address: str | None = None
+    """Ray address: None starts a local Ray (or joins ``$RAY_ADDRESS``); ``auto`` joins the
+    cluster this machine belongs to; ``HOST:PORT`` or ``ray://HOST:10001`` a remote head."""
+    actors: int | None = None
+    """Number of actors; None: one per ``gpus_per_actor`` GPUs of the cluster, else 1."""
+    gpus_per_actor: float | None = None
+    """GPUs reserved per actor (fractions share a GPU); None: 1 when the cluster has GPUs."""
+    cpus_per_actor: float = 1.0
+    """CPUs reserved per actor."""
+    max_in_flight_per_actor: int | None = None
+    """Units one actor holds at once; None: the run's concurrency divided by the actors."""
+    max_replacements: int | None = None
+    """Actors started to replace lost ones, over the whole run; None: twice the actors."""
+    actor_start_timeout_s: float = 900.0
+    """Longest wait for an actor to be placed and load its models before it is given up."""
+    runtime_env: dict[str, Any] | None = None
+    """Ray runtime environment for the actors (e.g. to ship this package to a cluster)."""
+
+    def __post_init__(self) -> None:
+        if self.actors is not None and self.actors < 1:
+            raise ValueError(f"--ray-actors must be >= 1, got {self.actors}")
+        if self.gpus_per_actor is not None and self.gpus_per_actor < 0:
+            raise ValueError(f"--gpus-per-actor must be >= 0, got {self.gpus_per_actor}")
+        if self.cpus_per_actor < 0:
+            raise ValueError(f"cpus_per_actor must be >= 0, got {self.cpus_per_actor}")
+        if self.max_in_flight_per_actor is not None and self.max_in_flight_per_actor < 1:
+            raise ValueError("max_in_flight_per_actor must be >= 1")
+        if self.max_replacements is not None and self.max_replacements < 0:
+            raise ValueError("max_replacements must be >= 0")
+        if not self.actor_start_timeout_s > 0:
+            raise ValueError("actor_start_timeout_s must be > 0")
+
+
+@dataclass
+class ExecutorStats:
+    """What happened to the pool during a run (for logs, reports and tests)."""
+
+    actors_ready: int = 0
+    start_failures: int = 0
+    actors_lost: int = 0
+    replacements: int = 0
+    units_sent: int = 0
+    units_lost: int = 0
+    """Units whose actor died while holding them (each was retried per the retry policy)."""
+
+
+@dataclass
+class ActorSlot:
+    """One actor of the pool and what the driver knows about it."""
+
+    name: str
+    handle: Any
+    ready: bool = False
+    alive: bool = True
+    in_flight: int = 0
+    info: dict[str, Any] = field(default_factory=dict)
+    """What the actor reported once ready: pid, host, GPUs, policy."""
+
+
+def import_ray() -> Any:
+    """The ``ray`` module, or :class:`ExecutorError` saying how to install it."""
+    try:
+        import ray
+    except ImportError as exc:
+        raise ExecutorError(
+            "--ray needs Ray, an optional extra: pip install 'testtime[ray]'"
+        ) from exc
+    return ray
+
+
+def ray_error_summary(exc: BaseException) -> str:
+    """The informative part of a Ray error: its last line (they carry remote tracebacks),
+    cut to :data:`SUMMARY_CHARS` (they go on with troubleshooting advice)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    text = lines[-1] if lines else ""
+    if len(text) > SUMMARY_CHARS:
+        text = text[: SUMMARY_CHARS - 3].rstrip() + "..."
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+async def _resolved(ref: Awaitable[Any]) -> Any:
+    return await ref
+
+
+class RayExecutor:
+    """A pool of :class:`SearchWorker` actors; see the module docstring for the contract.
+
+    ``policy_factory``/``scorer_factory`` build each actor's engines from the run config and
+    must be picklable (they travel to every actor); the defaults load what ``config`` names.
+    Use as an async context manager, or call :meth:`aclose`.
+    """
+
+    def __init__(
+        self,
+        config: RunConfig,
+        options: RayOptions | None = None,
+        *,
+        policy_factory: PolicyFactory = registry_policy,
+        scorer_factory: ScorerFactory = registry_scorer,
+    ) -> None:
+        self.config = config
+        self.options = options or RayOptions()
+        self.policy_factory = policy_factory
+        self.scorer_factory = scorer_factory
+        self.stats = ExecutorStats()
+        self.slots: list[ActorSlot] = []
+        self.cap = 1
+        """Most units in flight on one actor (set by :meth:`start`)."""
+        self._ray: Any = None
+        self._actor_cls: Any = None
+        self._owns_ray = False
+        self._started = False
+        self._start_lock: asyncio.Lock | None = None
+        self._cond: asyncio.Condition | None = None
+        self._watchers: set[asyncio.Task[None]] = set()
+        self._failures: list[str] = []
+        self._max_replacements = 0
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    def live_actors(self) -> list[ActorSlot]:
+        """Actors that loaded their models and have not been lost."""
+        return [s for s in self.slots if s.ready and s.alive]
+
+    async def start(self) -> None:
+        if self._start_lock is None:
+            self._start_lock = asyncio.Lock()
+        async with self._start_lock:
+            if not self._started:
+                await self._start()
+                self._started = True
+
+    async def _start(self) -> None:
+        ray = import_ray()
+        opts = self.options
+        if not ray.is_initialized():
+            where = opts.address or "a new local Ray (or $RAY_ADDRESS)"
+            try:
+                ray.init(address=opts.address, runtime_env=opts.runtime_env)
+            except Exception as exc:  # bad address, no cluster, port clash: say where
+                raise ExecutorError(f"cannot start or join Ray at {where}: {describe(exc)}") \
+                    from exc
+            self._owns_ray = True
+        self._ray = ray
+        cluster_gpus = float(ray.cluster_resources().get("GPU", 0))
+        gpus = opts.gpus_per_actor if opts.gpus_per_actor is not None else (
+            1.0 if cluster_gpus >= 1 else 0.0)
+        if opts.actors is not None:
+            n = opts.actors
+        elif gpus > 0:
+            n = max(1, int(cluster_gpus // gpus))
+        else:
+            n = 1
+        self.cap = opts.max_in_flight_per_actor or max(
+            1, math.ceil(self.config.max_concurrent_problems / n))
+        self._max_replacements = (opts.max_replacements if opts.max_replacements is not None
+                                  else 2 * n)
+        actor_options: dict[str, Any] = {"num_cpus": opts.cpus_per_actor, "num_gpus": gpus,
+                                         "max_restarts": 0}
+        if opts.runtime_env is not None:
+            actor_options["runtime_env"] = opts.runtime_env
+        self._actor_cls = ray.remote(SearchWorker).options(**actor_options)
+        self._cond = asyncio.Condition()
+        log.info("starting %d Ray actors (%g GPU, %g CPU each; cluster has %g GPUs)", n, gpus,
+                 opts.cpus_per_actor, cluster_gpus)
+        for _ in range(n):
+            self._spawn()
+        async with self._cond:
+            await self._cond.wait_for(lambda: bool(self.live_actors())
+                                      or not any(s.alive for s in self.slots))
+        if not self.live_actors():
+            raise ExecutorError(
+                f"no Ray actor could start ({len(self._failures)} failed); first error: "
+                f"{self._failures[0] if self._failures else 'unknown'}"
+            )
+
+    def _spawn(self) -> None:
+        name = f"worker-{len(self.slots)}"
+        handle = self._actor_cls.remote(self.config, self.policy_factory, self.scorer_factory)
+        slot = ActorSlot(name, handle)
+        self.slots.append(slot)
+        task = asyncio.get_running_loop().create_task(self._watch_start(slot))
+        self._watchers.add(task)
+        task.add_done_callback(self._watchers.discard)
+
+    async def _watch_start(self, slot: ActorSlot) -> None:
+        assert self._cond is not None
+        try:
+            slot.info = await asyncio.wait_for(_resolved(slot.handle.ready.remote()),
+                                               self.options.actor_start_timeout_s)
+            slot.ready = True
+            self.stats.actors_ready += 1
+            log.info("%s ready: %s", slot.name, slot.info)
+        except (TimeoutError, self._ray.exceptions.RayError) as exc:
+            # failed to load its models (RayActorError), not placeable, or timed out
+            reason = (f"not ready within {self.options.actor_start_timeout_s:g} s"
+                      if isinstance(exc, TimeoutError) else ray_error_summary(exc))
+            self._failures.append(f"{slot.name}: {reason}")
+            self.stats.start_failures += 1
+            slot.alive = False
+            log.error("%s failed to start: %s", slot.name, reason)
+            self._kill(slot)
+        async with self._cond:
+            self._cond.notify_all()
+
+    async def search(self, problem: Problem, ctx: SearchContext | None = None) -> SearchResult:
+        await self.start()
+        ray = self._ray
+        slot = await self._acquire()
+        try:
+            return await slot.handle.search.remote(WorkUnit(problem, self.config.search))
+        except ray.exceptions.RayTaskError as exc:
+            # The search raised in the actor: surface the original exception (retry policy,
+            # error record) rather than Ray's wrapper with its remote traceback.
+            cause = getattr(exc, "cause", None)
+            if isinstance(cause, Exception):
+                raise cause from None
+            raise RuntimeError(ray_error_summary(exc)) from None
+        except ray.exceptions.ActorUnavailableError as exc:  # transient: the actor may recover
+            raise ActorLostError(f"{slot.name} unavailable: {ray_error_summary(exc)}") from None
+        except ray.exceptions.RayActorError as exc:
+            self.stats.units_lost += 1
+            self._lose(slot, exc)
+            raise ActorLostError(
+                f"{slot.name} was lost holding problem {problem.id}: {ray_error_summary(exc)}"
+            ) from None
+        finally:
+            assert self._cond is not None
+            async with self._cond:
+                slot.in_flight -= 1
+                self._cond.notify_all()
+
+    async def _acquire(self) -> ActorSlot:
+        """Reserve a unit slot on the least busy live actor, waiting while all are full."""
+        assert self._cond is not None
+        async with self._cond:
+            while True:
+                free = [s for s in self.live_actors() if s.in_flight < self.cap]
+                if free:
+                    slot = min(free, key=lambda s: s.in_flight)
+                    slot.in_flight += 1
+                    self.stats.units_sent += 1
+                    return slot
+                if not any(s.alive for s in self.slots):
+                    raise PermanentError(
+                        f"no Ray actor is left ({self.stats.actors_lost} lost, "
+                        f"{self.stats.start_failures} failed to start, replacement budget "
+                        f"{self._max_replacements} used up); resume the run to finish it"
+                    )
+                await self._cond.wait()
+
+    def _lose(self, slot: ActorSlot, exc: BaseException) -> None:
+        if not slot.alive:
+            return  # every unit it held reports the same death
+        slot.alive = False
+        self.stats.actors_lost += 1
+        log.warning("%s lost (%s); %d unit(s) in flight are retried elsewhere", slot.name,
+                    ray_error_summary(exc), slot.in_flight)
+        if self.stats.replacements < self._max_replacements:
+            self.stats.replacements += 1
+            self._spawn()
+
+    def _kill(self, slot: ActorSlot) -> None:
+        try:
+            self._ray.kill(slot.handle)
+        except (ValueError, self._ray.exceptions.RayError) as exc:  # gone with its node
+            log.debug("killing %s: %s", slot.name, describe(exc))
+
+    async def aclose(self) -> None:
+        """Release every actor's engines, kill the actors, stop a Ray this pool started."""
+        for task in list(self._watchers):
+            task.cancel()
+        if self._ray is None:
+            return
+        live = self.live_actors()
+        calls = [asyncio.wait_for(_resolved(s.handle.shutdown.remote()), SHUTDOWN_TIMEOUT_S)
+                 for s in live]
+        for slot, outcome in zip(live, await asyncio.gather(*calls, return_exceptions=True),
+                                 strict=True):
+            if isinstance(outcome, BaseException):
+                log.warning("%s did not shut down cleanly: %s", slot.name,
+                            ray_error_summary(outcome))
+        for slot in self.slots:
+            self._kill(slot)
+            slot.alive = False
+        if self._owns_ray:
+            self._ray.shutdown()
+            self._owns_ray = False
+        self._ray = None
+        self._started = False

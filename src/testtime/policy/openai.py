@@ -1,0 +1,319 @@
+"""OpenAI-compatible HTTP policy backend (vLLM, llama.cpp, SGLang, TGI servers, ...).
+
+Prompts are rendered client-side with the model's HF chat template (``render_prompt``, as on
+the in-process backends) and sent raw to ``/v1/completions``, so partial solutions continue
+exactly where they stop. Each sampled row is one HTTP request (``n=1`` with the row's seed), so
+results do not depend on how requests are grouped; servers batch concurrent requests
+themselves, and their prefix caches make the shared prompt of a request's rows cheap.
+
+Robustness: a bounded number of requests is in flight per server; requests go to the server
+with the fewest in flight; 429, 5xx, timeouts and connection errors are retried with
+exponential backoff (on another server when there is one), then fail with an error naming the
+URL. ``/v1/models`` is checked once at start, so a server that is down or serves another model
+fails at once with a clear message.
+
+Servers report sampled-token log-probabilities (``logprobs=1``) but not the full distribution,
+so ``token_certainties`` stay empty: self-certainty scoring needs an in-process backend.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import os
+import random
+import weakref
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from testtime.policy.batching import row_seed
+from testtime.policy.completion import build_completion
+from testtime.policy.hf import render_prompt, token_pieces
+from testtime.types import Completion, GenerationRequest, SamplingParams
+
+log = logging.getLogger(__name__)
+
+#: HTTP statuses worth retrying: rate limiting and server-side failures.
+RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+
+#: Extra request fields per server family (``owned_by`` in ``/v1/models``). llama.cpp servers
+#: default to top-k 40, min-p 0.05 and a repeat penalty; these make sampling plain
+#: temperature + top-p as on the other backends. vLLM can keep the stop string in the text.
+SERVER_EXTRAS: dict[str, dict[str, Any]] = {
+    "llamacpp": {"top_k": 0, "min_p": 0.0, "repeat_penalty": 1.0},
+    "me": {"top_k": 0, "min_p": 0.0, "repeat_penalty": 1.0},  # llama-cpp-python's server
+    "vllm": {"include_stop_str_in_output": True, "skip_special_tokens": False},
+}
+
+
+class OpenAIServerError(RuntimeError):
+    """A server failed, refused the request, or could not be reached (the message names it)."""
+
+
+@dataclass(frozen=True)
+class OpenAIPolicyConfig:
+    """Client settings for an OpenAI-compatible completions server."""
+
+    model: str
+    """Model name as the server knows it (``/v1/models``)."""
+    base_urls: tuple[str, ...] = ()
+    """Server base URLs ending in ``/v1``; requests are spread over them."""
+    tokenizer: str | None = None
+    """HF tokenizer for the chat template and token counts (Hub id, directory, ``.gguf`` or
+    ``default``); None uses ``model``."""
+    api_key: str | None = None
+    """Bearer token; None reads ``OPENAI_API_KEY`` (local servers need none)."""
+    max_concurrency: int = 64
+    """Requests in flight per server."""
+    timeout_s: float = 600.0
+    """Read timeout of one request (a long generation must fit in it)."""
+    connect_timeout_s: float = 10.0
+    """Timeout for opening a connection."""
+    max_retries: int = 5
+    """Retries of a failed request before giving up (attempts = max_retries + 1)."""
+    backoff_s: float = 0.5
+    """First retry delay; doubled at each retry, with jitter."""
+    max_backoff_s: float = 30.0
+    """Cap on one retry delay."""
+    server_extras: dict[str, Any] | None = None
+    """Extra request fields; None picks them from the server family (``SERVER_EXTRAS``)."""
+    trust_remote_code: bool = False
+    """Allow the tokenizer repository to run its own code."""
+
+    def __post_init__(self) -> None:
+        if not self.base_urls:
+            raise ValueError(f"openai:{self.model}: no server URL given")
+        for url in self.base_urls:
+            if not url.startswith(("http://", "https://")):
+                raise ValueError(f"openai: base URL {url!r} must start with http:// or https://")
+        for name in ("max_concurrency",):
+            if getattr(self, name) < 1:
+                raise ValueError(f"openai.{name} must be >= 1, got {getattr(self, name)}")
+        if self.max_retries < 0 or self.backoff_s < 0 or self.timeout_s <= 0:
+            raise ValueError("openai: max_retries and backoff_s must be >= 0, timeout_s > 0")
+
+
+class OpenAIPolicy:
+    """Policy served over HTTP by one or more OpenAI-compatible servers."""
+
+    def __init__(self, config: OpenAIPolicyConfig, tokenizer: Any = None,
+                 transport: Any = None) -> None:
+        """``tokenizer`` and ``transport`` (an ``httpx`` transport) may be injected by tests."""
+        from testtime.policy.llamacpp import load_tokenizer
+        from testtime.policy.registry import known_param_count
+
+        self.config = config
+        self._transport = transport
+        self.name = f"openai:{config.model}"
+        self.urls = [u.rstrip("/") for u in config.base_urls]
+        self.tokenizer = tokenizer or load_tokenizer(config.tokenizer or config.model,
+                                                     config.trust_remote_code)
+        # Servers tokenise with their own BOS; drop the template's so it is not doubled.
+        bos = self.tokenizer.bos_token
+        adds_bos = (self.tokenizer.bos_token_id is not None and self.tokenizer.bos_token_id
+                    in self.tokenizer("x", add_special_tokens=True)["input_ids"])
+        self._strip_bos = bos if bos and adds_bos else None
+        key = config.api_key or os.environ.get("OPENAI_API_KEY")
+        self._headers = {"Authorization": f"Bearer {key}"} if key else {}
+        self.param_count = known_param_count(config.model, config.tokenizer or "")
+        self.extras = self._check_servers()
+        self._in_flight = dict.fromkeys(self.urls, 0)
+        self._rr = itertools.count()
+        self._clients: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
+        self._slots: weakref.WeakKeyDictionary[Any, asyncio.Semaphore] = (
+            weakref.WeakKeyDictionary())
+        self.retries = 0
+        """Requests retried so far (for tests and progress displays)."""
+
+    # -- protocol ------------------------------------------------------------------------------
+
+    def render(self, request: GenerationRequest) -> str:
+        text = render_prompt(self.tokenizer, request.messages, request.prefix)
+        if self._strip_bos and text.startswith(self._strip_bos):
+            text = text[len(self._strip_bos) :]
+        return text
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    async def generate(self, requests: Sequence[GenerationRequest]) -> list[list[Completion]]:
+        jobs = []
+        for r in requests:
+            prompt = self.render(r)
+            n_prompt = self.count_tokens(prompt) + (1 if self._strip_bos else 0)
+            jobs.append([self._complete(prompt, n_prompt, r.params, row_seed(r.params.seed, i))
+                         for i in range(r.params.n)])
+        flat = await asyncio.gather(*(j for group in jobs for j in group))
+        out, pos = [], 0
+        for group in jobs:
+            out.append(list(flat[pos : pos + len(group)]))
+            pos += len(group)
+        return out
+
+    async def aclose(self) -> None:
+        loop = asyncio.get_running_loop()
+        client = self._clients.pop(loop, None)
+        if client is not None:
+            await client.aclose()
+
+    # -- HTTP ----------------------------------------------------------------------------------
+
+    def _check_servers(self) -> dict[str, Any]:
+        """Check every server serves ``model``; return the request extras for its family."""
+        import httpx
+
+        families = set()
+        with httpx.Client(transport=self._transport, headers=self._headers,
+                          timeout=self.config.connect_timeout_s) as sync:
+            for url in self.urls:
+                families.add(self._check_one(sync, url))
+        if self.config.server_extras is not None:
+            return dict(self.config.server_extras)
+        if len(families) == 1:
+            return dict(SERVER_EXTRAS.get(families.pop(), {}))
+        log.warning("servers of different families %s: sending no extra fields", families)
+        return {}
+
+    def _check_one(self, sync: Any, url: str) -> str:
+        """The family (``owned_by``) of ``model`` on the server at ``url``; clear errors."""
+        import httpx
+
+        try:
+            resp = sync.get(f"{url}/models")
+        except httpx.HTTPError as exc:
+            raise OpenAIServerError(f"cannot reach the OpenAI-compatible server at {url} "
+                                    f"({type(exc).__name__}: {exc}); is it running?") from exc
+        if resp.status_code != 200:
+            raise OpenAIServerError(f"{url}/models answered HTTP {resp.status_code}: "
+                                    f"{resp.text[:300]}")
+        models = resp.json().get("data", [])
+        match = [m for m in models if m.get("id") == self.config.model]
+        if not match:
+            raise OpenAIServerError(f"the server at {url} does not serve model "
+                                    f"{self.config.model!r}; it serves "
+                                    f"{[m.get('id') for m in models]}")
+        return str(match[0].get("owned_by", ""))
+
+    def _client(self) -> Any:
+        import httpx
+
+        loop = asyncio.get_running_loop()
+        client = self._clients.get(loop)
+        if client is None:
+            limits = httpx.Limits(max_connections=self.config.max_concurrency * len(self.urls))
+            timeout = httpx.Timeout(self.config.timeout_s, connect=self.config.connect_timeout_s)
+            client = httpx.AsyncClient(headers=self._headers, timeout=timeout, limits=limits,
+                                       transport=self._transport)
+            self._clients[loop] = client
+            self._slots[loop] = asyncio.Semaphore(self.config.max_concurrency * len(self.urls))
+        return client
+
+    def _pick(self, avoid: str | None) -> str:
+        """The server with the fewest requests in flight (round-robin among equals)."""
+        urls = [u for u in self.urls if u != avoid] or self.urls
+        start = next(self._rr) % len(urls)
+        rotated = urls[start:] + urls[:start]
+        return min(rotated, key=lambda u: self._in_flight[u])
+
+    async def _post(self, payload: dict[str, Any]) -> dict[str, Any]:
+        import httpx
+
+        client = self._client()
+        slots = self._slots[asyncio.get_running_loop()]
+        failed: str | None = None
+        last = ""
+        for attempt in range(self.config.max_retries + 1):
+            if attempt:
+                self.retries += 1
+                delay = min(self.config.max_backoff_s, self.config.backoff_s * 2 ** (attempt - 1))
+                await asyncio.sleep(delay * (0.5 + random.random() / 2))
+            async with slots:
+                url = self._pick(failed)
+                self._in_flight[url] += 1
+                try:
+                    resp = await client.post(f"{url}/completions", json=payload)
+                except (httpx.TimeoutException, httpx.TransportError) as exc:
+                    failed, last = url, f"{type(exc).__name__}: {exc}"
+                    log.warning("%s: %s (attempt %d)", url, last, attempt + 1)
+                    continue
+                finally:
+                    self._in_flight[url] -= 1
+            if resp.status_code == 200:
+                return dict(resp.json())
+            last = f"HTTP {resp.status_code}: {resp.text[:300]}"
+            if resp.status_code not in RETRY_STATUSES:
+                raise OpenAIServerError(f"{url}/completions refused the request: {last}")
+            failed = url
+            log.warning("%s: %s (attempt %d)", url, last, attempt + 1)
+        raise OpenAIServerError(f"{failed}/completions failed {self.config.max_retries + 1} "
+                                f"times; last error: {last}")
+
+    async def _complete(self, prompt: str, n_prompt: int, params: SamplingParams,
+                        seed: int | None) -> Completion:
+        payload: dict[str, Any] = {
+            "model": self.config.model,
+            "prompt": prompt,
+            "max_tokens": params.max_tokens,
+            "temperature": params.temperature,
+            "top_p": params.top_p if params.temperature > 0 else 1.0,
+            "n": 1,
+            "logprobs": 1,
+            **self.extras,
+        }
+        if params.stop:
+            payload["stop"] = list(params.stop)
+        if seed is not None:
+            payload["seed"] = seed
+        data = await self._post(payload)
+        return self._to_completion(data["choices"][0], n_prompt, params)
+
+    def _to_completion(self, choice: dict[str, Any], n_prompt: int,
+                       params: SamplingParams) -> Completion:
+        """Map one choice onto the stop/finish contract of ``build_completion``."""
+        text = str(choice.get("text") or "")
+        lp = choice.get("logprobs") or {}
+        tokens = [str(t) for t in (lp.get("tokens") or [])]
+        logprobs = [float(x) if x is not None else 0.0 for x in (lp.get("token_logprobs") or [])]
+        pieces = _covering(tokens, text, params.stop) if len(logprobs) == len(tokens) else None
+        if pieces is not None:
+            logprobs = logprobs[: len(pieces)]
+        else:  # no usable token list (or bytes-escaped pieces): re-tokenise the text
+            ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+            pieces = token_pieces(self.tokenizer, ids)
+            logprobs = logprobs if len(logprobs) == len(pieces) else []
+        finish = choice.get("finish_reason")
+        stop_reason = choice.get("stop_reason")
+        joined = "".join(pieces)
+        has_stop = any(s and s in joined for s in params.stop)
+        if finish == "stop" and not has_stop and isinstance(stop_reason, str) and stop_reason:
+            # The server cut the stop string off the text and its tokens: put it back.
+            pieces, logprobs = [*pieces, stop_reason], []
+            has_stop = True
+        return build_completion(
+            pieces,
+            prompt_tokens=n_prompt,
+            stop=params.stop,
+            ended_with_eos=finish == "stop" and not has_stop,
+            logprobs=logprobs,
+        )
+
+
+def _covering(tokens: list[str], text: str, stop: Sequence[str]) -> list[str] | None:
+    """The server's token pieces that make up ``text``, or None when they do not match it.
+
+    Pieces past ``text`` are kept only when they hold a stop string (the server cut it off);
+    others (an end-of-turn token's text) are dropped.
+    """
+    joined = "".join(tokens)
+    if not tokens or not joined.startswith(text):
+        return None
+    if any(s and s in joined[max(0, len(text) - len(s)) :] for s in stop):
+        return tokens
+    pos = 0
+    for i, piece in enumerate(tokens):
+        if pos == len(text):
+            return tokens[:i]
+        pos += len(piece)
+    return tokens if pos == len(text) else None

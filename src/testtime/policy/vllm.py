@@ -1,0 +1,196 @@
+"""vLLM policy backend: one in-process ``AsyncLLMEngine`` shared by every in-flight request.
+
+The engine runs on its own event loop in a background thread, so any caller loop (the runner's,
+a test's fresh ``asyncio.run``) can submit to it, and vLLM's continuous batching sees every
+concurrent request at once; no ``RequestBatcher`` is needed. Prefix caching is on, so the rows
+of a request and the steps of a beam share their prompt's KV blocks.
+
+Prompts are rendered with the HF chat template (``render_prompt``) and sent as token ids
+(``TokensPrompt``), so vLLM adds no second BOS. Each request is one vLLM request with
+``n=params.n`` (vLLM seeds row ``i`` with ``seed + i``), stop strings kept in the text
+(``include_stop_str_in_output``), and ``logprobs=0`` (the sampled token's log-probability
+under the raw, unwarped distribution). vLLM does not expose the full distribution, so
+``token_certainties`` stay empty: self-certainty scoring needs an in-process CPU backend.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import threading
+from collections.abc import Coroutine, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from testtime.policy.completion import build_completion
+from testtime.policy.hf import render_prompt, token_pieces
+from testtime.types import Completion, GenerationRequest, SamplingParams
+
+
+@dataclass(frozen=True)
+class VLLMPolicyConfig:
+    """Engine settings for the vLLM backend (per-request sampling lives elsewhere)."""
+
+    model: str
+    """Hub id or local directory."""
+    tokenizer: str | None = None
+    """Tokenizer Hub id or directory; None uses ``model``."""
+    tensor_parallel_size: int = 1
+    """GPUs the model is sharded over."""
+    gpu_memory_utilization: float = 0.9
+    """Fraction of each GPU's memory vLLM may take (lower it when a PRM shares the GPU)."""
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"
+    """Weight and activation dtype."""
+    max_model_len: int | None = None
+    """Context length; None uses the model's."""
+    max_batch_seqs: int = 256
+    """Most sequences the engine schedules at once (vLLM ``max_num_seqs``)."""
+    enable_prefix_caching: bool = True
+    """Reuse KV blocks of shared prompt prefixes (rows of a request, steps of a beam)."""
+    seed: int = 0
+    """Engine seed (requests carry their own seeds as well)."""
+    trust_remote_code: bool = False
+    """Allow model repositories to run their own code."""
+    engine_kwargs: dict[str, Any] = field(default_factory=dict)
+    """Further ``AsyncEngineArgs`` fields, passed through unchanged."""
+
+    def __post_init__(self) -> None:
+        if self.tensor_parallel_size < 1:
+            raise ValueError(f"vllm.tensor_parallel_size must be >= 1, "
+                             f"got {self.tensor_parallel_size}")
+        if not 0 < self.gpu_memory_utilization <= 1:
+            raise ValueError(f"vllm.gpu_memory_utilization must be in (0, 1], "
+                             f"got {self.gpu_memory_utilization}")
+        if self.max_batch_seqs < 1:
+            raise ValueError(f"vllm.max_batch_seqs must be >= 1, got {self.max_batch_seqs}")
+
+
+class VLLMPolicy:
+    """Policy backed by an in-process vLLM engine (GPU)."""
+
+    def __init__(self, config: VLLMPolicyConfig, tokenizer: Any = None) -> None:
+        try:
+            import vllm
+        except ImportError as exc:
+            raise ImportError("the vllm backend needs vLLM: pip install 'testtime[vllm]'") from exc
+        from testtime.policy.registry import known_param_count
+
+        self.config = config
+        self.name = f"vllm:{config.model}"
+        self._vllm = vllm
+        if tokenizer is None:
+            from transformers import AutoTokenizer
+
+            tokenizer = AutoTokenizer.from_pretrained(
+                config.tokenizer or config.model, trust_remote_code=config.trust_remote_code)
+        self.tokenizer = tokenizer
+        self.param_count = known_param_count(config.model)
+        self._ids = itertools.count()
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="vllm-engine",
+                                        daemon=True)
+        self._thread.start()
+        args = vllm.AsyncEngineArgs(
+            model=config.model,
+            tokenizer=config.tokenizer or config.model,
+            tensor_parallel_size=config.tensor_parallel_size,
+            gpu_memory_utilization=config.gpu_memory_utilization,
+            dtype=config.dtype,
+            max_model_len=config.max_model_len,
+            max_num_seqs=config.max_batch_seqs,
+            enable_prefix_caching=config.enable_prefix_caching,
+            seed=config.seed,
+            trust_remote_code=config.trust_remote_code,
+            **config.engine_kwargs,
+        )
+
+        async def make() -> Any:  # on the engine loop, so vLLM binds its tasks to it
+            return vllm.AsyncLLMEngine.from_engine_args(args)
+
+        try:
+            self.engine = self._on_engine(make()).result()
+        except BaseException:
+            self._stop_loop()
+            raise
+
+    def _on_engine(self, coro: Coroutine[Any, Any, Any]) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop)
+
+    def render(self, request: GenerationRequest) -> str:
+        return render_prompt(self.tokenizer, request.messages, request.prefix)
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def sampling_params(self, params: SamplingParams) -> Any:
+        """The vLLM ``SamplingParams`` of a request (one vLLM request samples all n rows)."""
+        from vllm.sampling_params import RequestOutputKind
+
+        greedy = params.temperature == 0
+        return self._vllm.SamplingParams(
+            n=params.n,
+            temperature=params.temperature,
+            top_p=1.0 if greedy else params.top_p,
+            max_tokens=params.max_tokens,
+            stop=list(params.stop),
+            include_stop_str_in_output=True,
+            seed=params.seed,
+            logprobs=0,
+            skip_special_tokens=False,
+            output_kind=RequestOutputKind.FINAL_ONLY,
+        )
+
+    async def generate(self, requests: Sequence[GenerationRequest]) -> list[list[Completion]]:
+        futures = []
+        for r in requests:
+            ids = self.tokenizer(self.render(r), add_special_tokens=False)["input_ids"]
+            coro = self._run_one(list(ids), self.sampling_params(r.params), f"tt-{next(self._ids)}")
+            futures.append(asyncio.wrap_future(self._on_engine(coro)))
+        finals = await asyncio.gather(*futures)
+        return [self._completions(out, r.params) for out, r in zip(finals, requests, strict=True)]
+
+    async def _run_one(self, ids: list[int], sp: Any, request_id: str) -> Any:
+        final = None
+        prompt = self._vllm.TokensPrompt(prompt_token_ids=ids)
+        async for out in self.engine.generate(prompt, sp, request_id):
+            final = out
+        if final is None or not final.finished:
+            raise RuntimeError(f"vLLM request {request_id} ended without a final output")
+        return final
+
+    def _completions(self, out: Any, params: SamplingParams) -> list[Completion]:
+        n_prompt = len(out.prompt_token_ids)
+        result = []
+        for o in sorted(out.outputs, key=lambda o: o.index):
+            ids = list(o.token_ids)
+            # Finished by EOS or a stop token id (not a stop string): vLLM keeps that token in
+            # token_ids; like the other backends we report it as the EOS, not as text.
+            eos = o.finish_reason == "stop" and not isinstance(o.stop_reason, str)
+            body = ids[:-1] if eos and ids else ids
+            logprobs = [lp[t].logprob for lp, t in zip(o.logprobs or [], body)] if o.logprobs \
+                else []
+            result.append(build_completion(
+                token_pieces(self.tokenizer, body),
+                prompt_tokens=n_prompt,
+                stop=params.stop,
+                ended_with_eos=eos,
+                logprobs=logprobs,
+            ))
+        if len(result) != params.n:
+            raise RuntimeError(f"vLLM returned {len(result)} outputs for n={params.n}")
+        return result
+
+    def _stop_loop(self) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=30)
+
+    async def aclose(self) -> None:
+        engine = getattr(self, "engine", None)
+        if engine is not None and hasattr(engine, "shutdown"):
+            await asyncio.wrap_future(self._on_engine(_call(engine.shutdown)))
+        self.engine = None
+        self._stop_loop()
+
+
+async def _call(fn: Any) -> Any:
+    return fn()

@@ -1,0 +1,136 @@
+"""The adaptive solver: its decisions on known pilots, and a run with a table built from a
+sweep of the scripted fakes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+from test_analysis_sweep import Factory, K, make_sweep, scorer
+
+from testtime.analysis.adaptive import (
+    AdaptiveConfig,
+    Plan,
+    decide,
+    merge,
+    pilot_estimate,
+    run_adaptive,
+)
+from testtime.analysis.adaptive_summary import best_fixed_at, interpolate
+from testtime.analysis.analyze import TABLE_FILE, analyze, write_analysis
+from testtime.analysis.difficulty import absolute_binning
+from testtime.analysis.runs import Strategy
+from testtime.config import DatasetConfig, RunConfig
+from testtime.records import RecordStore
+from testtime.search.base import Candidate, Compute, SearchConfig, SearchResult, TreeNode
+from testtime.types import Step
+
+BON = Strategy("best_of_n", "majority")
+PRM = Strategy("best_of_n", "prm_min_max")
+
+
+def plan() -> Plan:
+    binning = absolute_binning({"x": 0.9, "y": 0.3, "z": 0.0})
+    choices = {(b, n): (BON if b == "easy" else PRM) for b in binning.bins for n in (4, 16)}
+    return Plan(binning, choices, {})
+
+
+def test_pilot_estimate() -> None:
+    assert pilot_estimate([0, 0, 1, None], [0.8, 0.6, 0.4, 0.2]) == (0.5, pytest.approx(0.5))
+    assert pilot_estimate([None, None], [0.1, 0.3]) == (0.0, pytest.approx(0.2))
+
+
+def test_decisions_stop_bin_and_escalate() -> None:
+    cfg = AdaptiveConfig(budget=4)
+    assert decide(plan(), cfg, 1.0, 0.9) == ("easy", True, False)  # unanimous and confident
+    assert decide(plan(), cfg, 0.75, 0.7) == ("easy", False, False)
+    assert decide(plan(), cfg, 0.3, 0.3) == ("medium", False, False)
+    # near the 0.5 boundary: uncertain -> one bin harder, escalated budget
+    assert decide(plan(), cfg, 0.55, 0.6) == ("medium", False, True)
+    # agreement says easy, the PRM disagrees strongly -> escalate
+    assert decide(plan(), cfg, 0.75, 0.1) == ("medium", False, True)
+    assert decide(plan(), cfg, 0.0, 0.0) == ("hard", False, False)
+
+
+def test_plan_uses_the_largest_table_budget_not_above() -> None:
+    p = plan()
+    assert p.strategy("easy", 8) == (BON, 4)
+    assert p.strategy("hard", 32) == (PRM, 16)
+    assert p.strategy("hard", 2) == (PRM, 4)  # below the table: its smallest budget
+    with pytest.raises(ValueError, match="no rows"):
+        p.strategy("unknown", 4)
+
+
+def test_merge_keeps_trees_and_units_apart() -> None:
+    def result(tag: str, n: int) -> SearchResult:
+        tree = [TreeNode(i, -1, 0, Step(f"{tag}{i}", 2), 0.5, "finished") for i in range(n)]
+        cands = [Candidate([t.step], [0.5], "boxed", [t.id], group=t.id) for t in tree]
+        return SearchResult(cands, Compute(generations=n, completion_tokens=2 * n), tree, True)
+
+    m = merge(result("a", 2), result("b", 3))
+    assert [c.group for c in m.candidates] == [0, 1, 2, 3, 4]
+    assert [c.node_ids for c in m.candidates] == [[0], [1], [2], [3], [4]]
+    assert [t.id for t in m.tree] == [0, 1, 2, 3, 4]
+    assert m.compute.generations == 5 and m.compute.completion_tokens == 10
+
+
+def test_interpolation_for_the_fixed_comparison() -> None:
+    assert interpolate([(1, 0.2), (4, 0.8)], 2.0) == pytest.approx(0.4)
+    assert interpolate([(1, 0.2), (4, 0.8)], 8.0) is None  # no extrapolation
+    fixed = {"a": [(1, 0.5, 10.0), (4, 0.6, 40.0)], "b": [(2, 0.2, 20.0), (8, 0.9, 80.0)]}
+    assert best_fixed_at(fixed, 3.0) == {"strategy": "a", "accuracy": pytest.approx(0.5667,
+                                                                                    abs=1e-4)}
+    assert best_fixed_at(fixed, 6.0)["strategy"] == "b"  # type: ignore[index]
+    assert best_fixed_at(fixed, 60.0, axis=2)["strategy"] == "b"  # type: ignore[index]
+    assert best_fixed_at(fixed, 0.5) is None
+
+
+def test_adaptive_run_against_fixed_methods(tmp_path: Path) -> None:
+    sweep = make_sweep(tmp_path)
+    write_analysis(analyze([sweep], n_boot=50), tmp_path / "an")
+    run_cfg = RunConfig(dataset=DatasetConfig(name=str(tmp_path / "set.jsonl")),
+                        policy="fake:a", prm="rule", search=SearchConfig(method="adaptive", n=4))
+    cfg = AdaptiveConfig(budget=4, pilot=2)
+    out = tmp_path / "adaptive"
+    summary = asyncio.run(run_adaptive(tmp_path / "an" / TABLE_FILE, cfg, run_cfg, out,
+                                       policy=Factory()("fake:a"), scorer=scorer(),
+                                       compare=[sweep]))
+    recs = RecordStore(out / "results.jsonl").records
+    assert len(recs) == len(K) and summary["problems"] == len(K)
+    meta = {pid: r.metadata["adaptive"] for pid, r in recs.items()}
+    # p0 and p6 are always right and confident: the pilot settles them
+    assert meta["p0"]["stopped"] and meta["p6"]["stopped"]
+    assert meta["p0"]["spent"] == 2 and recs["p0"].predictions["2"]["adaptive"].correct
+    # p5 is never right: the pilot disagrees with itself and is escalated
+    assert meta["p5"]["escalated"] and not meta["p5"]["stopped"]
+    assert summary["accuracy"] == pytest.approx(
+        sum(r.predictions[str(m["budget"])]["adaptive"].correct
+            for r, m in ((recs[p], meta[p]) for p in recs)) / len(K))
+    assert summary["mean_generations"] == pytest.approx(
+        sum(m["spent"] for m in meta.values()) / len(K))
+    assert 1 <= summary["mean_generations"] <= 4
+    best = summary["best_fixed_at_same_budget"]
+    assert best is not None and 0.0 <= best["accuracy"] <= 1.0
+    assert summary["comparison_source"].startswith("compare runs")
+    assert json.loads((out / "summary.json").read_text())["accuracy"] == summary["accuracy"]
+    # the same directory again: refused without --resume, nothing recomputed with it
+    with pytest.raises(ValueError, match="--resume"):
+        asyncio.run(run_adaptive(tmp_path / "an" / TABLE_FILE, cfg, run_cfg, out,
+                                 policy=Factory()("fake:a"), scorer=scorer()))
+    again = asyncio.run(run_adaptive(tmp_path / "an" / TABLE_FILE, cfg, run_cfg, out,
+                                     resume=True, policy=None, scorer=None))
+    assert again["accuracy"] == summary["accuracy"]
+    assert again["comparison_source"].startswith("table")
+
+
+def test_table_without_the_pair_is_refused(tmp_path: Path) -> None:
+    sweep = make_sweep(tmp_path)
+    write_analysis(analyze([sweep], n_boot=50), tmp_path / "an")
+    run_cfg = RunConfig(dataset=DatasetConfig(name=str(tmp_path / "set.jsonl")),
+                        policy="fake:b", prm="rule")
+    with pytest.raises(ValueError, match="no entry for fake:b"):
+        asyncio.run(run_adaptive(tmp_path / "an" / TABLE_FILE, AdaptiveConfig(budget=4),
+                                 run_cfg, tmp_path / "ad", policy=Factory()("fake:b"),
+                                 scorer=scorer()))

@@ -1,0 +1,179 @@
+"""``testtime sweep`` end to end on the scripted fakes, and ``analyze``/``report`` on its output.
+
+The fake policy answers problem ``i`` correctly on ``K[i]`` of every 4 consecutive samples, so
+the policy's pass@1 (and with it every difficulty bin) is known exactly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from testtime.analysis.runs import load_results
+from testtime.analysis.sweep import SweepGrid, plan, run_sweep
+from testtime.config import DatasetConfig, RunConfig
+from testtime.records import RecordStore
+from testtime.testing import RuleScorer, ScriptedPolicy, keyword_rule
+
+#: correct samples out of every 4, per problem
+K = (4, 3, 2, 1, 1, 0, 4, 2)
+
+
+def write_problems(path: Path) -> Path:
+    path.write_text("".join(json.dumps({"id": f"p{i}", "problem": f"Q{i}: what is {i} + 1?",
+                                        "answer": str(i + 1)}) + "\n" for i in range(len(K))))
+    return path
+
+
+def script(problem: str, prefix: str, j: int, params: object) -> str:
+    i = int(problem.split(":")[0].removeprefix("Q"))
+    if (j + i) % 4 < K[i]:
+        return f"Sure, add one.\n\nSo \\boxed{{{i + 1}}}"
+    return f"Maybe add seven.\n\nSo \\boxed{{{i + 7 + j % 2}}}"
+
+
+def scorer(_: str = "rule") -> RuleScorer:
+    return RuleScorer(keyword_rule({"Sure": 0.9, "Maybe": 0.2}))
+
+
+class Factory:
+    """Builds scripted policies and counts how often a policy was built."""
+
+    def __init__(self) -> None:
+        self.built: Counter[str] = Counter()
+
+    def __call__(self, spec: str) -> ScriptedPolicy:
+        self.built[spec] += 1
+        return ScriptedPolicy(script, name=spec)
+
+
+def grid_for(data: Path, methods: tuple[str, ...] = ("best_of_n", "cot"),
+             ns: tuple[int, ...] = (2, 4)) -> SweepGrid:
+    return SweepGrid(base=RunConfig(dataset=DatasetConfig(name=str(data))), methods=methods,
+                     ns=ns, prms=("rule",), policies=("fake:a",), seeds=(0,))
+
+
+def make_sweep(root: Path) -> Path:
+    """A finished sweep (Best-of-N at N in {2, 4} and CoT) under ``root/sweep``."""
+    data = write_problems(root / "set.jsonl")
+    out = root / "sweep"
+    asyncio.run(run_sweep(grid_for(data), out, policy_factory=Factory(),
+                          scorer_factory=scorer, progress=False))
+    return out
+
+
+@pytest.fixture
+def with_copy_method(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Register a non-prefix method (Best-of-N under another name) for the test."""
+    from testtime import search
+
+    monkeypatch.setitem(search.METHODS, "bon_copy", "testtime.search.best_of_n:best_of_n")
+
+
+def test_plan_runs_largest_prefix_n_only(with_copy_method: None, tmp_path: Path) -> None:
+    data = write_problems(tmp_path / "set.jsonl")
+    cells = plan(grid_for(data, ("best_of_n", "bon_copy", "cot"), (4, 2, 3)))
+    runs = sorted(c.run_dir for c in cells if not c.derived)
+    assert runs == ["best_of_n-n3-fake_a-rule-seed0", "best_of_n-n4-fake_a-rule-seed0",
+                    "bon_copy-n2-fake_a-rule-seed0", "bon_copy-n3-fake_a-rule-seed0",
+                    "bon_copy-n4-fake_a-rule-seed0", "cot-n1-fake_a-rule-seed0"]
+    [derived] = [c for c in cells if c.derived]  # N=3 is no power of two: it runs by itself
+    assert (derived.n, derived.budget, derived.run_dir) == (2, 2, "best_of_n-n4-fake_a-rule-seed0")
+
+
+def test_unknown_method_is_named() -> None:
+    with pytest.raises(ValueError, match="nope"):
+        SweepGrid(methods=("nope",))
+
+
+def test_sweep_runs_resumes_and_skips(with_copy_method: None, tmp_path: Path) -> None:
+    data = write_problems(tmp_path / "set.jsonl")
+    grid = grid_for(data, ("best_of_n", "bon_copy", "cot"))
+    out = tmp_path / "sweep"
+    factory = Factory()
+    cells = asyncio.run(run_sweep(grid, out, policy_factory=factory, scorer_factory=scorer,
+                                  progress=False))
+    assert factory.built == {"fake:a": 1}  # one policy shared by every cell
+    dirs = sorted(p.name for p in out.iterdir() if p.is_dir())
+    assert dirs == ["best_of_n-n4-fake_a-rule-seed0", "bon_copy-n2-fake_a-rule-seed0",
+                    "bon_copy-n4-fake_a-rule-seed0", "cot-n1-fake_a-rule-seed0"]
+    for d in dirs:  # each a normal run directory
+        cfg = RunConfig.model_validate_json((out / d / "config.json").read_text())
+        assert cfg.policy == "fake:a" and cfg.prm == "rule"
+        assert len(RecordStore(out / d / "results.jsonl").done_ids()) == len(K)
+    bon = RecordStore(out / dirs[0] / "results.jsonl").records["p0"]
+    assert set(bon.predictions) == {"1", "2", "4"}  # the derived N=2 cell reads budget "2"
+    manifest = json.loads((out / "sweep.json").read_text())
+    derived = [c for c in manifest["cells"] if c["derived"]]
+    assert derived == [{"method": "best_of_n", "n": 2, "policy": "fake:a", "prm": "rule",
+                        "seed": 0, "run_dir": dirs[0], "budget": 2, "derived": True,
+                        "status": "derived: done"}]
+    assert all(c.status in ("done", "derived: done") for c in cells)
+
+    # A finished sweep is skipped cell by cell without building a model.
+    again = Factory()
+    cells = asyncio.run(run_sweep(grid, out, policy_factory=again, scorer_factory=scorer,
+                                  progress=False))
+    assert not again.built
+    assert {c.status for c in cells if not c.derived} == {"done (skipped)"}
+
+    # An interrupted cell resumes: only its missing problems are computed.
+    results = out / "bon_copy-n4-fake_a-rule-seed0" / "results.jsonl"
+    lines = results.read_text().splitlines(keepends=True)
+    results.write_text("".join(lines[:3]) + lines[3][:20])  # 3 done, one torn line
+    resumed = Factory()
+    cells = asyncio.run(run_sweep(grid, out, policy_factory=resumed, scorer_factory=scorer,
+                                  progress=False))
+    assert resumed.built == {"fake:a": 1}
+    status = {c.run_dir: c.status for c in cells if not c.derived}
+    assert status["bon_copy-n4-fake_a-rule-seed0"] == "done"
+    assert status["cot-n1-fake_a-rule-seed0"] == "done (skipped)"
+    assert len(results.read_text().splitlines()) == len(K)
+
+
+def test_analysis_of_the_sweep(tmp_path: Path) -> None:
+    out = make_sweep(tmp_path)
+    res = load_results([out])
+    assert len(res.runs) == 2  # the derived cell adds no second copy of the Best-of-N run
+    assert res.pass1["fake:a"] == {f"p{i}": k / 4 for i, k in enumerate(K)}
+    from testtime.analysis.analyze import analyze
+
+    a = analyze([out], n_boot=100)
+    [ka] = a.keys
+    absolute = {r.bin: r for r in ka.rows if r.scheme == "absolute" and r.budget == 4}
+    assert {b: r.problems for b, r in absolute.items()} == {"easy": 5, "medium": 2, "hard": 1}
+    # medium problems have one right sample in four: majority fails, the PRM finds it
+    assert absolute["medium"].majority_accuracy == 0.0
+    assert absolute["medium"].strategy.rule.startswith("prm_")
+    assert absolute["medium"].in_sample_accuracy == 1.0
+    assert absolute["hard"].cv_accuracy == 0.0  # no sample is ever right
+    budgets = sorted({r.budget for r in ka.rows})
+    assert budgets == [1, 2, 4]
+    assert "cot" in {s.method for s in ka.curves}
+
+
+def test_analyze_and_report_commands(tmp_path: Path) -> None:
+    from testtime.cli import app
+
+    out = make_sweep(tmp_path)
+    r = CliRunner().invoke(app, ["analyze", str(out), "--out", str(tmp_path / "an"),
+                                 "--boot", "100"])
+    assert r.exit_code == 0, r.output
+    table = json.loads((tmp_path / "an" / "optimal_table.json").read_text())
+    [entry] = table["entries"]
+    assert {b["scheme"] for b in entry["binnings"]} == {"all", "absolute", "quantile"}
+    assert "best_of_n/majority" in entry["fixed"]
+    r = CliRunner().invoke(app, ["report", str(out), "--out", str(tmp_path / "rep"),
+                                 "--boot", "100", "--trees", "2"])
+    assert r.exit_code == 0, r.output
+    page = (tmp_path / "rep" / "index.html").read_text()
+    assert page.count('<img src="data:image/png;base64,') == 2  # no FLOPs plot for fakes
+    assert 'class="optimal"' in page and 'class="search-tree"' in page
+    assert "http://" not in page.replace('xmlns="http://www.w3.org/2000/svg"', "")
+    bad = CliRunner().invoke(app, ["analyze", str(tmp_path / "nothing")])
+    assert bad.exit_code == 2 and "not a run directory" in bad.output

@@ -1,0 +1,418 @@
+"""The OpenAI-compatible HTTP backend.
+
+Fast tests drive the client through ``httpx.MockTransport`` (retries, load balancing, response
+mapping for llama.cpp- and vLLM-style servers). Slow tests start a real llama-cpp-python server
+on a free local port serving the embedded SmolLM2: plain use, a server killed mid-run (the
+client retries, then continues once it is back, or fails naming the URL), and the same search
+giving the same texts on the HF, llama.cpp and OpenAI backends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from testtime.policy.openai import OpenAIPolicy, OpenAIPolicyConfig, OpenAIServerError
+from testtime.prompts import prompt_for_model
+from testtime.types import ChatMessage, GenerationRequest, SamplingParams
+
+URL_A, URL_B = "http://server-a:8000/v1", "http://server-b:8000/v1"
+MESSAGES = (ChatMessage("user", "What is 2 + 3?"),)
+
+
+def tiny_tokenizer(bos: bool = False) -> Any:
+    """One token per byte, ChatML template; with ``bos`` it adds ``<s>`` like Llama 3's."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {c: i for i, c in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet()))}
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    tok.decoder = decoders.ByteLevel()
+    hf = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>",
+                                 bos_token="<s>", additional_special_tokens=["<|im_start|>"])
+    if bos:
+        hf._tokenizer.post_processor = processors.TemplateProcessing(
+            single="<s> $A", special_tokens=[("<s>", hf.bos_token_id)])
+    hf.chat_template = (("<s>" if bos else "") +
+                        "{% for m in messages %}<|im_start|>{{m.role}}\n{{m.content}}<|im_end|>"
+                        "\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n"
+                        "{% endif %}")
+    return hf
+
+
+@pytest.fixture(scope="module")
+def tok() -> Any:
+    return tiny_tokenizer()
+
+
+def models_response(owned_by: str = "me", model: str = "m") -> httpx.Response:
+    return httpx.Response(200, json={"object": "list", "data": [
+        {"id": model, "object": "model", "owned_by": owned_by}]})
+
+
+def choice(text: str, finish: str, tokens: list[str] | None = None,
+           stop_reason: str | None = None) -> dict[str, Any]:
+    c: dict[str, Any] = {"text": text, "index": 0, "finish_reason": finish}
+    if tokens is not None:
+        c["logprobs"] = {"tokens": tokens, "token_logprobs": [-0.5] * len(tokens)}
+    if stop_reason is not None:
+        c["stop_reason"] = stop_reason
+    return c
+
+
+def make_policy(tok: Any, handler: Any, urls: tuple[str, ...] = (URL_A,), **kw: Any
+                ) -> OpenAIPolicy:
+    config = OpenAIPolicyConfig(model="m", base_urls=urls, backoff_s=0.01, **kw)
+    return OpenAIPolicy(config, tokenizer=tok, transport=httpx.MockTransport(handler))
+
+
+def test_request_fields_and_llamacpp_style_stop_mapping(tok: Any) -> None:
+    sent: list[dict[str, Any]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/models"):
+            return models_response("me")
+        sent.append(json.loads(request.content))
+        # llama.cpp: the text stops before the stop string, tokens run through it.
+        return httpx.Response(200, json={"choices": [choice(
+            "Add them", "stop", ["Add", " them", ".\n", "\nMore"])]})
+
+    policy = make_policy(tok, handler)
+    r = GenerationRequest(MESSAGES, "So: ", SamplingParams(n=2, temperature=0.7, top_p=0.9,
+                                                           max_tokens=50, stop=("\n\n",), seed=4))
+    [outs] = asyncio.run(policy.generate([r]))
+    assert len(sent) == 2 and [p["seed"] for p in sent] == [4 * 1_000_003, 4 * 1_000_003 + 1]
+    p = sent[0]
+    assert p["prompt"] == policy.render(r) and p["prompt"].endswith("assistant\nSo: ")
+    assert (p["model"], p["max_tokens"], p["temperature"], p["top_p"], p["n"]) == (
+        "m", 50, 0.7, 0.9, 1)
+    assert p["stop"] == ["\n\n"] and p["logprobs"] == 1
+    # llama.cpp servers get neutral top-k / min-p / repeat penalty (their defaults are not)
+    assert (p["top_k"], p["min_p"], p["repeat_penalty"]) == (0, 0.0, 1.0)
+    c = outs[0]
+    # the 4th token completes the stop string: it is kept, its text past the stop is not
+    assert (c.text, c.finish_reason, c.completion_tokens) == ("Add them.\n\n", "stop", 4)
+    assert c.token_texts == ("Add", " them", ".\n", "\nMore") and len(c.token_logprobs) == 4
+    assert c.prompt_tokens == policy.count_tokens(policy.render(r))
+
+
+@pytest.mark.parametrize(
+    ("ch", "text", "finish", "n_tokens"),
+    [
+        # vLLM with include_stop_str_in_output: the stop string is in the text already
+        (choice("Go.\n\n", "stop", ["Go", ".\n\n"], stop_reason="\n\n"), "Go.\n\n", "stop", 2),
+        # a server that cut the stop string and sent no token list: put it back (the text is
+        # re-tokenised, one token per byte here, and the stop string is one more piece)
+        (choice("Go.", "stop", None, stop_reason="\n\n"), "Go.\n\n", "stop", 4),
+        # end of turn: the EOS counts as a token but not as text (even if its text came back)
+        (choice("Go.", "stop", ["Go", ".", "<|im_end|>"]), "Go.", "eos", 3),
+        (choice("Go on", "length", ["Go", " on"]), "Go on", "length", 2),
+        # escaped byte tokens that do not spell the text: re-tokenised locally (1 per byte)
+        (choice("é!", "length", ["bytes:\\xc3", "bytes:\\xa9", "!"]), "é!", "length", 3),
+    ],
+)
+def test_response_mapping(tok: Any, ch: dict[str, Any], text: str, finish: str,
+                          n_tokens: int) -> None:
+    policy = make_policy(tok, lambda r: models_response("vllm"))
+    c = policy._to_completion(ch, 7, SamplingParams(stop=("\n\n",)))
+    assert (c.text, c.finish_reason, c.completion_tokens) == (text, finish, n_tokens)
+    assert "".join(c.token_texts).startswith(c.text) and c.prompt_tokens == 7
+    assert policy.extras == {"include_stop_str_in_output": True, "skip_special_tokens": False}
+
+
+def test_retries_429_and_5xx_then_succeeds_and_gives_up_naming_the_url(tok: Any) -> None:
+    statuses = iter([429, 503, 500, 200])
+
+    def flaky(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/models"):
+            return models_response()
+        status = next(statuses)
+        if status != 200:
+            return httpx.Response(status, text="busy")
+        return httpx.Response(200, json={"choices": [choice("ok", "length", ["ok"])]})
+
+    policy = make_policy(tok, flaky)
+    [[c]] = asyncio.run(policy.generate([GenerationRequest(MESSAGES)]))
+    assert c.text == "ok" and policy.retries == 3
+
+    def down(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/models"):
+            return models_response()
+        raise httpx.ConnectError("connection refused")
+
+    policy = make_policy(tok, down, max_retries=2)
+    with pytest.raises(OpenAIServerError, match=f"{URL_A}/completions failed 3 times.*Connect"):
+        asyncio.run(policy.generate([GenerationRequest(MESSAGES)]))
+
+    def bad(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/models"):
+            return models_response()
+        return httpx.Response(400, text="prompt too long")
+
+    policy = make_policy(tok, bad)
+    with pytest.raises(OpenAIServerError, match="refused the request: HTTP 400: prompt too long"):
+        asyncio.run(policy.generate([GenerationRequest(MESSAGES)]))
+    assert policy.retries == 0  # a client error is not retried
+
+
+def test_load_balancing_and_bounded_concurrency(tok: Any) -> None:
+    seen: Counter[str] = Counter()
+    in_flight: Counter[str] = Counter()
+    peak: Counter[str] = Counter()
+
+    def handler(request: httpx.Request) -> Any:  # sync for the startup check, else async
+        return models_response() if request.url.path.endswith("/models") else complete(request)
+
+    async def complete(request: httpx.Request) -> httpx.Response:
+        host = request.url.host
+        seen[host] += 1
+        in_flight[host] += 1
+        peak[host] = max(peak[host], in_flight[host])
+        await asyncio.sleep(0.02 if host == "server-a" else 0.005)  # b is faster
+        in_flight[host] -= 1
+        return httpx.Response(200, json={"choices": [choice("x", "length", ["x"])]})
+
+    policy = make_policy(tok, handler, urls=(URL_A, URL_B), max_concurrency=3)
+    reqs = [GenerationRequest(MESSAGES, params=SamplingParams(n=4, seed=i)) for i in range(10)]
+    outs = asyncio.run(policy.generate(reqs))
+    assert [len(o) for o in outs] == [4] * 10
+    assert sum(seen.values()) == 40 and max(peak.values()) <= 3
+    assert seen["server-b"] > seen["server-a"] > 0  # least-in-flight favours the fast server
+
+
+def test_startup_checks_name_the_server(tok: Any) -> None:
+    with pytest.raises(OpenAIServerError, match="does not serve model 'm'.*'other'"):
+        make_policy(tok, lambda r: models_response(model="other"))
+
+    def refuse(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("connection refused")
+
+    with pytest.raises(OpenAIServerError, match=f"cannot reach .* at {URL_A}.*is it running"):
+        make_policy(tok, refuse)
+
+
+def test_server_bos_is_not_doubled() -> None:
+    tok = tiny_tokenizer(bos=True)
+    policy = make_policy(tok, lambda r: models_response())
+    r = GenerationRequest(MESSAGES)
+    rendered = policy.render(r)
+    assert not rendered.startswith("<s>") and rendered.startswith("<|im_start|>user")
+    assert policy._strip_bos == "<s>"
+
+
+def test_registry_spec_parsing(tok: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from testtime.policy import registry
+
+    made: list[OpenAIPolicyConfig] = []
+    monkeypatch.setattr("testtime.policy.openai.OpenAIPolicy",
+                        lambda cfg: made.append(cfg) or cfg)
+    registry.build_policy("openai:Qwen/Qwen2.5-1.5B-Instruct@http://h1:8000/v1,http://h2:9/v1",
+                          {"max_concurrency": 8, "dtype": "auto"})
+    assert made[0].model == "Qwen/Qwen2.5-1.5B-Instruct"
+    assert made[0].base_urls == ("http://h1:8000/v1", "http://h2:9/v1")
+    assert made[0].max_concurrency == 8
+    registry.build_policy("openai:m", {"base_urls": "http://h3/v1"})
+    assert made[1].base_urls == ("http://h3/v1",)
+    with pytest.raises(ValueError, match="no server URL"):
+        registry.build_policy("openai:m", {})
+    with pytest.raises(ValueError, match="not valid for backend 'openai'"):
+        registry.build_policy("openai:m@http://h/v1", {"n_ctx": 4})
+
+
+# -- against a real llama-cpp-python server -----------------------------------------------------
+
+needs_server = pytest.mark.skipif(
+    importlib.util.find_spec("llama_cpp") is None
+    or importlib.util.find_spec("sse_starlette") is None,
+    reason="needs llama-cpp-python[server]",
+)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class LlamaServer:
+    """``python -m llama_cpp.server`` on 127.0.0.1, started and killed by the test."""
+
+    def __init__(self, gguf: Path, log: Path, exact: bool = False) -> None:
+        self.gguf, self.log, self.port = gguf, log, free_port()
+        self.url = f"http://127.0.0.1:{self.port}/v1"
+        self.args = [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf),
+                     "--host", "127.0.0.1", "--port", str(self.port), "--n_ctx", "4096",
+                     "--n_threads", str(os.cpu_count() or 1), "--interrupt_requests", "false",
+                     "--verbose", "false"]
+        if exact:  # F32 attention, as LlamaCppPolicy(dequantize=True)
+            self.args += ["--flash_attn", "false", "--type_k", "0", "--type_v", "0"]
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with open(self.log, "ab") as out:
+            self.proc = subprocess.Popen(self.args, stdout=out, stderr=subprocess.STDOUT)
+
+    def wait_ready(self, timeout: float = 90) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.proc is not None and self.proc.poll() is None, self.log.read_text()[-2000:]
+            try:
+                if httpx.get(f"{self.url}/models", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                time.sleep(0.3)
+        raise TimeoutError(f"llama.cpp server did not start: {self.log.read_text()[-2000:]}")
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def embedded_gguf() -> Path:
+    from testtime.policy.model_files import embedded_gguf_path
+
+    return embedded_gguf_path()
+
+
+@pytest.fixture
+def server(embedded_gguf: Path, tmp_path: Path) -> Any:
+    srv = LlamaServer(embedded_gguf, tmp_path / "server.log")
+    srv.start()
+    srv.wait_ready()
+    yield srv
+    srv.kill()
+
+
+def smollm2_requests(n: int, max_tokens: int) -> list[GenerationRequest]:
+    prompt = prompt_for_model("smollm2")
+    problems = ["What is 7 + 5?", "What is 6 * 4?", "What is 20 - 8?", "What is 9 + 10?",
+                "What is 3 * 3?", "What is 100 / 4?"]
+    return [GenerationRequest(prompt.messages(p), "", SamplingParams(
+        temperature=0, max_tokens=max_tokens)) for p in problems[:n]]
+
+
+@pytest.mark.slow
+@needs_server
+def test_real_server_generates_with_logprobs(server: LlamaServer) -> None:
+    policy = OpenAIPolicy(OpenAIPolicyConfig(model=str(server.gguf), base_urls=(server.url,),
+                                             tokenizer="default"))
+    assert policy.extras["repeat_penalty"] == 1.0  # detected a llama.cpp server
+    prompt = prompt_for_model("smollm2")
+    r = GenerationRequest(prompt.messages("What is 7 + 5?"), "7 + 5 = 12.\n\n", SamplingParams(
+        n=3, temperature=0.8, max_tokens=40, stop=("\n\n",), seed=1))
+    g = smollm2_requests(1, 24)[0]
+    [outs, [greedy]] = asyncio.run(policy.generate([r, g]))
+    assert len(outs) == 3
+    for c in [*outs, greedy]:
+        assert c.finish_reason in ("stop", "eos", "length")
+        if c.finish_reason == "stop":
+            assert c.text.endswith("\n\n") and c.text.count("\n\n") == 1
+        assert "".join(c.token_texts).startswith(c.text)
+        assert len(c.token_logprobs) == len(c.token_texts) > 0
+        assert all(lp <= 1e-6 for lp in c.token_logprobs)
+    assert greedy.prompt_tokens == policy.count_tokens(policy.render(g))
+    [[again]] = asyncio.run(policy.generate([g]))
+    assert again.text == greedy.text  # greedy over HTTP is deterministic
+    with pytest.raises(OpenAIServerError, match="does not serve model 'nope'"):
+        OpenAIPolicy(OpenAIPolicyConfig(model="nope", base_urls=(server.url,)),
+                     tokenizer=policy.tokenizer)
+
+
+@pytest.mark.slow
+@needs_server
+def test_killed_server_is_retried_until_it_is_back(server: LlamaServer) -> None:
+    policy = OpenAIPolicy(OpenAIPolicyConfig(
+        model=str(server.gguf), base_urls=(server.url,), tokenizer="default", backoff_s=0.5,
+        max_backoff_s=4, max_retries=10))
+    reqs = smollm2_requests(6, 32)
+
+    async def kill_and_restart() -> list[list[Any]]:
+        task = asyncio.ensure_future(policy.generate(reqs))
+        await asyncio.sleep(1.0)  # the server is busy with the first requests
+        server.kill()
+        await asyncio.sleep(1.0)
+        server.start()  # same port; the client keeps retrying meanwhile
+        return await task
+
+    outs = asyncio.run(kill_and_restart())
+    assert policy.retries > 0
+    assert all(len(o) == 1 and o[0].text for o in outs)
+    server.wait_ready()
+    assert [o[0].text for o in asyncio.run(policy.generate(reqs))] == [o[0].text for o in outs]
+
+
+@pytest.mark.slow
+@needs_server
+def test_killed_server_fails_with_a_clear_message(server: LlamaServer) -> None:
+    policy = OpenAIPolicy(OpenAIPolicyConfig(
+        model=str(server.gguf), base_urls=(server.url,), tokenizer="default", backoff_s=0.2,
+        max_retries=2))
+
+    async def kill_midway() -> Any:
+        task = asyncio.ensure_future(policy.generate(smollm2_requests(4, 32)))
+        await asyncio.sleep(0.8)
+        server.kill()
+        return await task
+
+    start = time.monotonic()
+    with pytest.raises(OpenAIServerError, match=f"{server.url}/completions failed 3 times"):
+        asyncio.run(kill_midway())
+    assert time.monotonic() - start < 30
+
+
+@pytest.mark.slow
+@needs_server
+def test_same_search_same_texts_on_hf_llamacpp_and_openai(
+        smollm2_policy: Any, embedded_gguf: Path, tmp_path: Path) -> None:
+    """CoT and Best-of-4 greedy give identical texts on all three backends.
+
+    The llama.cpp backend and server run the F32 copy of the GGUF with F32 attention, which is
+    what the HF backend computes (it de-quantises the GGUF): logits agree to ~1e-5, so greedy
+    decoding picks the same tokens.
+    """
+    from testtime.policy.llamacpp import LlamaCppPolicy, LlamaCppPolicyConfig, dequantized_gguf
+    from testtime.scoring.self_certainty import SelfCertaintyScorer
+    from testtime.search.base import SamplingConfig, SearchConfig, SearchContext
+    from testtime.search.best_of_n import sample_paths
+    from testtime.search.cot import cot
+    from testtime.types import Problem
+
+    llama = LlamaCppPolicy(LlamaCppPolicyConfig(dequantize=True, max_batch_seqs=8))
+    srv = LlamaServer(dequantized_gguf(embedded_gguf), tmp_path / "server.log", exact=True)
+    srv.start()
+    try:
+        srv.wait_ready()
+        http = OpenAIPolicy(OpenAIPolicyConfig(model=str(srv.gguf), base_urls=(srv.url,),
+                                               tokenizer="default"))
+        problems = [Problem("a", "What is 7 + 5?", "12"), Problem("b", "What is 6 * 4?", "24")]
+        search = SearchConfig(n=4, max_path_tokens=96)
+
+        async def run_all(policy: Any) -> list[list[str]]:
+            ctx = SearchContext(policy, SelfCertaintyScorer("confidence"),
+                                prompt_for_model("smollm2"), search, SamplingConfig())
+            results = [await cot(p, ctx) for p in problems]
+            results += [await sample_paths(p, ctx, n=4, greedy=True) for p in problems]
+            return [[c.text for c in r.candidates] for r in results]
+
+        texts = {name: asyncio.run(run_all(p)) for name, p in
+                 (("hf", smollm2_policy), ("llamacpp", llama), ("openai", http))}
+    finally:
+        srv.kill()
+    assert texts["hf"] == texts["llamacpp"] == texts["openai"]
+    assert all(t for group in texts["hf"] for t in group)
+    assert all(len(set(g)) == 1 for g in texts["hf"][2:])  # greedy samples are all equal

@@ -1,0 +1,76 @@
+"""The transformers backend on the real embedded SmolLM2 (CPU)."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+
+import pytest
+
+from testtime.policy.hf import HFPolicy, render_prompt, token_pieces
+from testtime.prompts import prompt_for_model
+from testtime.types import GenerationRequest, SamplingParams
+
+pytestmark = pytest.mark.slow
+
+PROMPT = prompt_for_model("smollm2")
+
+
+def req(problem: str, prefix: str = "", **params) -> GenerationRequest:  # type: ignore[no-untyped-def]
+    return GenerationRequest(PROMPT.messages(problem), prefix, SamplingParams(**params))
+
+
+def test_greedy_is_deterministic_and_respects_max_tokens(smollm2_policy: HFPolicy) -> None:
+    r = req("What is 7 + 5?", temperature=0, max_tokens=12)
+    a, b = asyncio.run(smollm2_policy.generate([r, r]))
+    assert a[0].text == b[0].text
+    c = a[0]
+    assert c.completion_tokens <= 12
+    if c.finish_reason == "length":
+        assert c.completion_tokens == 12
+    assert c.prompt_tokens == smollm2_policy.count_tokens(smollm2_policy.render(r))
+    assert len(c.token_logprobs) == len(c.token_texts) == len(c.token_certainties)
+    assert all(lp <= 1e-6 for lp in c.token_logprobs)
+    assert all(ce >= 0 and math.isfinite(ce) for ce in c.token_certainties)
+    # greedy picks the arg-max token: its probability is high on a simple prompt
+    assert max(c.token_logprobs) > math.log(0.2)
+
+
+def test_stop_string_kept_and_prefix_continued(smollm2_policy: HFPolicy) -> None:
+    prefix = "We need to add 7 and 5.\n\n"
+    r = req("What is 7 + 5?", prefix, temperature=0.7, max_tokens=48, stop=("\n\n",), n=4,
+            seed=3)
+    [outs] = asyncio.run(smollm2_policy.generate([r]))
+    assert len(outs) == 4
+    for c in outs:
+        assert c.finish_reason in ("stop", "eos", "length")
+        if c.finish_reason == "stop":
+            assert c.text.endswith("\n\n") and c.text.count("\n\n") == 1
+        assert "".join(c.token_texts).startswith(c.text)
+    # the rendered prompt ends with the partial answer inside the open assistant turn
+    rendered = smollm2_policy.render(r)
+    assert rendered.endswith("<|im_start|>assistant\n" + prefix)
+
+
+def test_seeded_sampling_is_reproducible(smollm2_policy: HFPolicy) -> None:
+    r = req("What is 3 + 4?", temperature=1.0, max_tokens=16, n=3, seed=11)
+    [a] = asyncio.run(smollm2_policy.generate([r]))
+    [b] = asyncio.run(smollm2_policy.generate([r]))
+    assert [c.text for c in a] == [c.text for c in b]
+
+
+def test_token_pieces_concatenate_to_decode(smollm2_policy: HFPolicy) -> None:
+    tok = smollm2_policy.tokenizer
+    text = "Ünïcödé 数学 \\boxed{\\frac{1}{2}}\n\nDone ✓"
+    ids = tok(text, add_special_tokens=False)["input_ids"]
+    pieces = token_pieces(tok, ids)
+    assert len(pieces) == len(ids)
+    assert "".join(pieces) == tok.decode(ids)
+
+
+def test_render_without_chat_template() -> None:
+    class Plain:
+        chat_template = None
+
+    text = render_prompt(Plain(), PROMPT.messages("1+1?"), "Partial")
+    assert text.endswith("Assistant: Partial") and "1+1?" in text

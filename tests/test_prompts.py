@@ -1,0 +1,82 @@
+"""Prompt templates per model family and their choice from the model name."""
+
+from __future__ import annotations
+
+import pytest
+
+from testtime.prompts import family_of, prompt_for_model, prompt_names
+from testtime.types import ChatMessage
+
+STEP_BY_STEP = "Please reason step by step, and put your final answer within \\boxed{}."
+
+
+@pytest.mark.parametrize(
+    ("model", "family"),
+    [
+        ("meta-llama/Llama-3.2-1B-Instruct", "llama3"),
+        ("hf:meta-llama/Llama-3.1-8B-Instruct", "llama3"),
+        ("llamacpp:/models/Llama-3.2-3B-Instruct-Q4_K_M.gguf", "llama3"),
+        ("vllm:meta-llama/Meta-Llama-3-8B-Instruct", "llama3"),
+        ("Qwen/Qwen2.5-1.5B-Instruct", "qwen"),
+        ("vllm:Qwen/Qwen2.5-Math-7B-Instruct", "qwen"),
+        ("openai:qwen2.5-math-1.5b-instruct", "qwen"),
+        ("deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B", "deepseek_r1"),
+        ("vllm:deepseek-ai/DeepSeek-R1-Distill-Llama-8B", "deepseek_r1"),
+        ("hf:default", "default"),
+        ("llamacpp:default", "default"),
+        ("smollm2", "default"),
+        ("HuggingFaceTB/SmolLM2-1.7B-Instruct", "default"),
+        ("mistralai/Mistral-7B-Instruct-v0.3", "default"),
+    ],
+)
+def test_family_from_model_name(model: str, family: str) -> None:
+    assert family_of(model) == family
+    assert prompt_for_model(model).name == family
+
+
+def test_llama3_is_metas_math_prompt_verbatim() -> None:
+    t = prompt_for_model("meta-llama/Llama-3.2-1B-Instruct")
+    msgs = t.messages("What is 1+1?")
+    assert msgs == (ChatMessage("system", t.system or ""), ChatMessage("user", "What is 1+1?"))
+    # the exact text of Meta's Llama 3.2 MATH evals (as in search-and-learn's sal/config.py)
+    assert t.system == (
+        "Solve the following math problem efficiently and clearly:\n\n- For simple problems "
+        "(2 steps or fewer):\nProvide a concise solution with minimal explanation.\n\n- For "
+        "complex problems (3 steps or more):\nUse this step-by-step format:\n\n## Step 1: "
+        "[Concise description]\n[Brief explanation and calculations]\n\n## Step 2: [Concise "
+        "description]\n[Brief explanation and calculations]\n\n...\n\nRegardless of the "
+        "approach, always conclude with:\n\nTherefore, the final answer is: $\\boxed{answer}$. "
+        "I hope it is correct.\n\nWhere [answer] is just the final number or expression that "
+        "solves the problem."
+    )
+    assert t.recommended_sampling is None
+
+
+def test_qwen_system_prompt_and_plain_user_turn() -> None:
+    msgs = prompt_for_model("Qwen/Qwen2.5-Math-1.5B-Instruct").messages("Find $x$.")
+    assert msgs == (ChatMessage("system", STEP_BY_STEP), ChatMessage("user", "Find $x$."))
+
+
+def test_deepseek_r1_no_system_instruction_appended_and_sampling() -> None:
+    t = prompt_for_model("deepseek-ai/DeepSeek-R1-Distill-Qwen-7B")
+    assert t.messages("Find $x$.") == (ChatMessage("user", "Find $x$.\n" + STEP_BY_STEP),)
+    rs = t.recommended_sampling
+    assert rs is not None and (rs.temperature, rs.top_p, rs.max_tokens) == (0.6, 0.95, 32768)
+
+
+def test_default_keeps_its_worked_example() -> None:
+    from testtime.prompts.default import TEMPLATE
+
+    assert prompt_for_model("hf:default") is TEMPLATE
+    msgs = TEMPLATE.messages("2+2?")
+    text = "".join(m.content for m in msgs)
+    assert "\\boxed{7}" in text and msgs[-1].role == "user" and "2+2?" in msgs[-1].content
+
+
+def test_override_by_name_wins_and_unknown_is_an_error() -> None:
+    assert prompt_for_model("meta-llama/Llama-3.2-1B-Instruct", "qwen").name == "qwen"
+    assert prompt_for_model("hf:default", "deepseek-r1").name == "deepseek_r1"
+    assert prompt_for_model("Qwen/Qwen2.5-7B-Instruct", "default").name == "default"
+    assert prompt_names() == ["deepseek_r1", "default", "llama3", "qwen"]
+    with pytest.raises(ValueError, match="unknown prompt 'mistral'.*llama3"):
+        prompt_for_model("x", "mistral")

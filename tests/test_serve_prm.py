@@ -1,0 +1,115 @@
+"""A real (tiny, random-weight) PRM served over HTTP gives the in-process scores."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import queue
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from test_prm_support import REQUESTS, build_qwen_prm
+
+from testtime.scoring.prm import PRM_FAMILIES
+from testtime.scoring.remote import RemoteScorer, RetryPolicy
+from testtime.scoring.serve import BackgroundServer
+
+REPO = Path(__file__).resolve().parents[1]
+RETRY = RetryPolicy(max_retries=2, backoff_s=0.05, timeout_s=60)
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return str(build_qwen_prm(tmp_path_factory.mktemp("served_qwen_prm")))
+
+
+@pytest.fixture(scope="module")
+def reference(ckpt: str) -> tuple[list[list[float]], int]:
+    prm = PRM_FAMILIES["qwen_prm"](ckpt, "cpu")
+    return prm.score_sync(REQUESTS), prm.scored_tokens(REQUESTS)
+
+
+def load(ckpt: str) -> Any:
+    return PRM_FAMILIES["qwen_prm"](ckpt, "cpu")
+
+
+def test_served_prm_matches_in_process(ckpt: str, reference: tuple[list[list[float]], int]) -> None:
+    scores, tokens = reference
+    with BackgroundServer(load(ckpt), close_scorer=True) as srv:
+        client = RemoteScorer.connect(srv.url, retry=RETRY)
+        assert client.name == f"qwen_prm:{ckpt}"
+        got = asyncio.run(client.score(REQUESTS))
+        assert client.scored_tokens(REQUESTS) == tokens
+    assert [len(g) for g in got] == [len(r.steps) for r in REQUESTS]
+    for g, want in zip(got, scores, strict=True):
+        assert g == pytest.approx(want, abs=1e-6)
+
+
+def test_concurrent_clients_share_prm_forwards(ckpt: str,
+                                               reference: tuple[list[list[float]], int]) -> None:
+    prm = load(ckpt)
+    run = prm.engine.run
+
+    def slow_run(encoded: Any) -> list[list[float]]:
+        time.sleep(0.3)  # a busy GPU: requests arriving meanwhile must wait and merge
+        return run(encoded)
+
+    prm.engine.run = slow_run  # type: ignore[method-assign]
+    with BackgroundServer(prm) as srv:
+        clients = [RemoteScorer(srv.url, retry=RETRY) for _ in REQUESTS]
+
+        async def everyone() -> list[list[list[float]]]:
+            return await asyncio.gather(*(c.score([r]) for c, r in zip(clients, REQUESTS)))
+
+        got = asyncio.run(everyone())
+    assert prm.engine.stats.calls < len(REQUESTS) - 1  # 4 scored requests, <= 2 forwards
+    for (g,), want in zip(got, reference[0], strict=True):
+        assert g == pytest.approx(want, abs=1e-6)
+
+
+def _read_lines(stream: Any, out: queue.Queue[str]) -> None:
+    for line in stream:
+        out.put(line)
+
+
+def test_cli_serve_prm_subprocess(ckpt: str, reference: tuple[list[list[float]], int]) -> None:
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "TESTTIME_PRM_API_KEY": ""}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "testtime.cli", "serve", "prm", "--prm", f"qwen_prm:{ckpt}",
+         "--port", "0", "--device", "cpu", "--api-key", "topsecret"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=REPO)
+    try:
+        lines: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=_read_lines, args=(proc.stdout, lines), daemon=True).start()
+        line = ""
+        deadline = time.monotonic() + 60
+        while "serving" not in line:
+            assert proc.poll() is None, f"server exited: {line}"
+            line = lines.get(timeout=max(0.1, deadline - time.monotonic()))
+        url = line.split(" on ")[-1].strip()
+        assert url.startswith("http://127.0.0.1:") and not url.endswith(":0")
+        host_port = url.removeprefix("http://")
+        client = RemoteScorer.connect(f"http://topsecret@{host_port}", retry=RETRY)
+        got = asyncio.run(client.score(REQUESTS))
+        for g, want in zip(got, reference[0], strict=True):
+            assert g == pytest.approx(want, abs=1e-6)
+        assert client.scored_tokens(REQUESTS) == reference[1]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+    assert proc.returncode is not None
+
+
+def test_cli_rejects_a_bad_spec() -> None:
+    from typer.testing import CliRunner
+
+    from testtime.cli import app
+
+    result = CliRunner().invoke(app, ["serve", "prm", "--prm", "nonsense", "--port", "0"])
+    assert result.exit_code == 2
+    assert "unknown scorer 'nonsense'" in result.output

@@ -1,0 +1,207 @@
+"""The vLLM pooling-API client against a fake vLLM server that checks the exact requests.
+
+The fake computes what vLLM's pooler returns from the tiny PRM itself: per-token P(good) of the
+PRM head, shaped as ``[P(bad), P(good)]`` rows (Qwen's 2-label classifier) or
+``returned_token_ids``-ordered ``[P(good), P(bad)]`` rows (causal-LM PRMs), then STEP pooling
+keeps the rows of the step-tag token and ALL pooling keeps every row. So the client's scores
+must equal the in-process adapter's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import threading
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+import torch
+from test_prm_support import REQUESTS, build_math_shepherd, build_qwen_prm, build_rlhflow
+from transformers import AutoTokenizer
+
+from testtime.scoring.prm import PRM_FAMILIES
+from testtime.scoring.registry import build_scorer
+from testtime.scoring.vllm_pooling import VLLMPoolingScorer, infer_family, parse_spec
+
+QWEN_GOLDEN = (
+    "<|im_start|>system\nPlease reason step by step, and put your final answer within "
+    "\\boxed{}.<|im_end|>\n<|im_start|>user\nWhat is 2+3?<|im_end|>\n"
+    "<|im_start|>assistant\nAdd the numbers.<extra_0>So 2+3 = 5.<extra_0><|im_end|>\n"
+)
+SHEPHERD_GOLDEN = "What is 2+3? Add the numbers. ки\nSo 2+3 = 5. ки"
+
+Rows = Callable[[str, bool], list[list[float]]]
+
+
+class FakeVLLM:
+    """``POST /pooling`` like vLLM; rejects anything but the expected model and flags."""
+
+    def __init__(self, model: str, add_special_tokens: bool, rows: Rows) -> None:
+        self.bodies: list[dict[str, Any]] = []
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                return None
+
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                fake.bodies.append(body)
+                problem = None
+                if self.path != "/pooling":
+                    problem = f"no route {self.path}"
+                elif body.get("model") != model:
+                    problem = f"model {body.get('model')!r} is not served"
+                elif body.get("add_special_tokens") is not add_special_tokens:
+                    problem = f"add_special_tokens={body.get('add_special_tokens')}"
+                elif not isinstance(body.get("input"), list):
+                    problem = "input must be a list"
+                if problem:
+                    self._answer(400, {"object": "error", "message": problem})
+                    return
+                data = [{"index": i, "object": "pooling", "data": rows(t, add_special_tokens)}
+                        for i, t in enumerate(body["input"])]
+                self._answer(200, {"id": "pool-1", "object": "list", "created": 0,
+                                   "model": model, "data": data,
+                                   "usage": {"prompt_tokens": 1, "total_tokens": 1}})
+
+            def _answer(self, status: int, payload: dict[str, Any]) -> None:
+                raw = json.dumps(payload).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(raw)))
+                self.end_headers()
+                self.wfile.write(raw)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever,
+                                       kwargs={"poll_interval": 0.05}, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def pooler_rows(ckpt: str, *, pooling: str, tag: str | None, qwen: bool,
+                logits: bool = False) -> Rows:
+    """What vLLM's pooler returns for a text, computed with the tiny PRM's own head."""
+    family = "qwen_prm" if qwen else ("math_shepherd" if tag else "rlhflow")
+    model = PRM_FAMILIES[family](ckpt, "cpu")
+    tok = AutoTokenizer.from_pretrained(ckpt)
+    tag_id = tok.convert_tokens_to_ids(tag) if tag else None
+
+    def rows(text: str, add_special_tokens: bool) -> list[list[float]]:
+        ids = tok(text, add_special_tokens=add_special_tokens)["input_ids"]
+        with torch.inference_mode():
+            hidden = model.engine.backbone(input_ids=torch.tensor([ids])).last_hidden_state[0]
+            good = model.engine.head(hidden).float().tolist()
+        if logits:
+            out = [[math.log(p), math.log1p(-p)] for p in good]  # softmax gives [p, 1-p]
+        else:
+            out = [[1 - p, p] if qwen else [p, 1 - p] for p in good]
+        if pooling == "STEP":
+            out = [r for r, t in zip(out, ids, strict=True) if t == tag_id]
+        return out
+
+    return rows
+
+
+@pytest.fixture(scope="module")
+def ckpts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    root = tmp_path_factory.mktemp("vllm_pooling")
+    return {"qwen_prm": str(build_qwen_prm(root / "qwen")),
+            "math_shepherd": str(build_math_shepherd(root / "shepherd")),
+            "rlhflow": str(build_rlhflow(root / "rlhflow"))}
+
+
+@pytest.fixture
+def fake_factory() -> Iterator[Callable[..., FakeVLLM]]:
+    started: list[FakeVLLM] = []
+
+    def start(*args: Any) -> FakeVLLM:
+        started.append(FakeVLLM(*args))
+        return started[-1]
+
+    yield start
+    for fake in started:
+        fake.close()
+
+
+def in_process(family: str, ckpt: str) -> list[list[float]]:
+    return PRM_FAMILIES[family](ckpt, "cpu").score_sync(REQUESTS)
+
+
+@pytest.mark.parametrize(
+    ("family", "add_special", "pooling", "tag", "logits", "golden"),
+    [
+        ("qwen_prm", False, "STEP", "<extra_0>", False, QWEN_GOLDEN),
+        ("math_shepherd", True, "STEP", "▁ки", False, SHEPHERD_GOLDEN),
+        ("math_shepherd", True, "STEP", "▁ки", True, SHEPHERD_GOLDEN),  # activation off
+        ("rlhflow", False, "ALL", None, False, None),
+    ],
+)
+def test_scores_match_in_process_adapter(
+    ckpts: dict[str, str], fake_factory: Callable[..., FakeVLLM], family: str,
+    add_special: bool, pooling: str, tag: str | None, logits: bool, golden: str | None,
+) -> None:
+    ckpt = ckpts[family]
+    rows = pooler_rows(ckpt, pooling=pooling, tag=tag, qwen=family == "qwen_prm",
+                       logits=logits)
+    fake = fake_factory(ckpt, add_special, rows)
+    scorer = build_scorer(f"vllm-pooling:{family}:{ckpt}@{fake.url}")
+    assert isinstance(scorer, VLLMPoolingScorer) and scorer.name == f"{family}:{ckpt}"
+    got = asyncio.run(scorer.score(REQUESTS))
+    want = in_process(family, ckpt)
+    assert [len(g) for g in got] == [len(r.steps) for r in REQUESTS]
+    for g, w in zip(got, want, strict=True):
+        assert g == pytest.approx(w, abs=1e-5)
+    # One POST with every non-empty request, in order; no task forced on the server.
+    (body,) = fake.bodies
+    assert set(body) == {"model", "input", "add_special_tokens"}
+    assert len(body["input"]) == sum(1 for r in REQUESTS if r.steps)
+    if golden is not None:
+        assert body["input"][0] == golden
+    else:
+        assert body["input"][0].count("<|start_header_id|>assistant<|end_header_id|>\n\n+") == 2
+    assert scorer.scored_tokens(REQUESTS) == PRM_FAMILIES[family](ckpt, "cpu").scored_tokens(
+        REQUESTS)
+
+
+def test_wrong_pooler_config_is_reported(ckpts: dict[str, str],
+                                         fake_factory: Callable[..., FakeVLLM]) -> None:
+    ckpt = ckpts["rlhflow"]
+    fake = fake_factory(ckpt, False, lambda text, special: [[0.5, 0.5]])  # one row only
+    scorer = VLLMPoolingScorer.from_spec(f"vllm-pooling:rlhflow:{ckpt}@{fake.url}")
+    with pytest.raises(RuntimeError, match=r"returned 1 rows.*--pooler-config '\{\"pooling_type"
+                                           r"\": \"ALL\""):
+        asyncio.run(scorer.score(REQUESTS[:1]))
+
+
+def test_server_errors_name_the_url(ckpts: dict[str, str],
+                                    fake_factory: Callable[..., FakeVLLM]) -> None:
+    ckpt = ckpts["qwen_prm"]
+    fake = fake_factory("some-other-model", False, lambda text, special: [])
+    scorer = VLLMPoolingScorer(ckpt, fake.url, "qwen_prm")
+    with pytest.raises(RuntimeError, match=rf"{fake.url}/pooling rejected.*HTTP 400.*not served"):
+        asyncio.run(scorer.score(REQUESTS[:1]))
+    assert asyncio.run(scorer.score([REQUESTS[3]])) == [[]]  # nothing to post
+
+
+def test_spec_parsing() -> None:
+    assert parse_spec("vllm-pooling:Qwen/Qwen2.5-Math-PRM-7B@http://gpu1:8000") == (
+        "qwen_prm", "Qwen/Qwen2.5-Math-PRM-7B", "http://gpu1:8000")
+    assert parse_spec("vllm-pooling:math_shepherd:/models/a@b@https://h") == (
+        "math_shepherd", "/models/a@b", "https://h")
+    assert infer_family("peiyi9979/math-shepherd-mistral-7b-prm") == "math_shepherd"
+    assert infer_family("RLHFlow/Llama3.1-8B-PRM-Deepseek-Data") == "rlhflow"
+    with pytest.raises(ValueError, match="skywork:"):
+        infer_family("Skywork/Skywork-o1-Open-PRM-Qwen-2.5-1.5B")
+    with pytest.raises(ValueError, match="FAMILY"):
+        infer_family("my-model")
+    with pytest.raises(ValueError, match="MODEL@http"):
+        parse_spec("vllm-pooling:Qwen/Qwen2.5-Math-PRM-7B")
