@@ -8,10 +8,10 @@ import importlib.util
 import pytest
 
 from testtime.policy.registry import (
-    DEFAULT_BACKEND,
     POLICY_BACKENDS,
     build_policy,
     config_from_options,
+    default_backend,
     known_param_count,
     parse_policy_spec,
 )
@@ -20,7 +20,7 @@ from testtime.policy.registry import (
 @pytest.mark.parametrize(
     ("spec", "parsed"),
     [
-        ("default", (DEFAULT_BACKEND, "default")),
+        ("default", (default_backend(), "default")),
         ("hf:Qwen/Qwen2.5-1.5B-Instruct", ("hf", "Qwen/Qwen2.5-1.5B-Instruct")),
         ("llamacpp:/models/x.Q4_K_M.gguf", ("llamacpp", "/models/x.Q4_K_M.gguf")),
         ("openai:m@http://127.0.0.1:8000/v1,http://h:1/v1",

@@ -80,3 +80,22 @@ def test_override_by_name_wins_and_unknown_is_an_error() -> None:
     assert prompt_names() == ["deepseek_r1", "default", "llama3", "qwen"]
     with pytest.raises(ValueError, match="unknown prompt 'mistral'.*llama3"):
         prompt_for_model("x", "mistral")
+
+
+def test_llama3_date_line_is_fixed_so_prompts_are_reproducible() -> None:
+    # Llama 3.1's template prints "Today Date: " + date_string, defaulting to the render day.
+    from test_backend_openai import tiny_tokenizer
+
+    from testtime.policy.hf import TEMPLATE_DATE, render_prompt
+    from testtime.types import ChatMessage
+
+    tok = tiny_tokenizer()
+    tok.chat_template = (
+        "{% if date_string is not defined %}{% set date_string = strftime_now('%d %b %Y') %}"
+        "{% endif %}<|start_header_id|>system<|end_header_id|>\n\nToday Date: {{ date_string }}"
+        "<|eot_id|>{% for m in messages %}<|start_header_id|>{{ m.role }}<|end_header_id|>\n\n"
+        "{{ m.content }}<|eot_id|>{% endfor %}"
+        "{{ '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}")
+    text = render_prompt(tok, [ChatMessage("user", "1+1?")], "Step 1")
+    assert f"Today Date: {TEMPLATE_DATE}<|eot_id|>" in text
+    assert text.endswith("assistant<|end_header_id|>\n\nStep 1")

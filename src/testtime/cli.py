@@ -36,6 +36,11 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text.split("/")[-1]).strip("_")[:40] or "x"
 
 
+def is_embedded(policy: str) -> bool:
+    """Whether a policy spec names the embedded SmolLM2 (``default`` or ``BACKEND:default``)."""
+    return policy == "default" or policy.endswith(":default")
+
+
 def default_out_dir(cfg: RunConfig) -> Path:
     s = cfg.search
     name = f"{_slug(cfg.dataset.name)}-{s.method}-n{s.n}"
@@ -110,8 +115,13 @@ def run(
                                     max_batch_seqs=max_batch_seqs).items() if v is not None}
     if trust_remote_code:
         engine["trust_remote_code"] = True
+    if policy == "default":
+        # Record the backend actually used, so the saved config reproduces this run.
+        from testtime.policy.registry import default_backend
+
+        policy = f"{default_backend()}:default"
     path_tokens = max_path_tokens or (
-        EMBEDDED_PATH_TOKENS if policy == "default" else DEFAULT_PATH_TOKENS)
+        EMBEDDED_PATH_TOKENS if is_embedded(policy) else DEFAULT_PATH_TOKENS)
     try:
         cfg = RunConfig(
             dataset=DatasetConfig(name=dataset, data_dir=data_dir, problem_field=problem_field,

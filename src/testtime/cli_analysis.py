@@ -124,7 +124,7 @@ def sweep(
 ) -> None:
     """Run a grid of methods x N x PRMs x policies x seeds, reusing prefix samples, resumable."""
     from testtime.analysis.sweep import SweepGrid, run_sweep
-    from testtime.cli import DEFAULT_PATH_TOKENS, EMBEDDED_PATH_TOKENS
+    from testtime.cli import DEFAULT_PATH_TOKENS, EMBEDDED_PATH_TOKENS, is_embedded
     from testtime.config import DatasetConfig, RunConfig
     from testtime.runner import RunDirError
     from testtime.search.base import SamplingConfig, SearchConfig
@@ -227,7 +227,7 @@ def adaptive(
     """Solve problems adaptively with a compute-optimal table (pilot, bin, escalate)."""
     from testtime.analysis.adaptive import AdaptiveConfig, run_adaptive
     from testtime.analysis.adaptive_summary import adaptive_table
-    from testtime.cli import DEFAULT_PATH_TOKENS, EMBEDDED_PATH_TOKENS
+    from testtime.cli import DEFAULT_PATH_TOKENS, EMBEDDED_PATH_TOKENS, is_embedded
     from testtime.config import DatasetConfig, RunConfig
     from testtime.search.base import SamplingConfig, SearchConfig
 
@@ -239,7 +239,7 @@ def adaptive(
             policy=policy, prm=prm, policy_options=engine, prm_options=engine,
             search=SearchConfig(method="adaptive", n=budget, beam_width=beam_width,
                                 max_path_tokens=max_path_tokens or (
-                                    EMBEDDED_PATH_TOKENS if policy == "default"
+                                    EMBEDDED_PATH_TOKENS if is_embedded(policy)
                                     else DEFAULT_PATH_TOKENS)),
             sampling=SamplingConfig(temperature=temperature, seed=seed),
             max_concurrent_problems=concurrency)

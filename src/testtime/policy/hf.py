@@ -48,11 +48,18 @@ class HFPolicyConfig:
             raise ValueError(f"max_batch_seqs must be >= 1, got {self.max_batch_seqs}")
 
 
+#: Llama 3.1+ chat templates print "Today Date: {date_string}" in the system turn and default it
+#: to the day the prompt is rendered; a fixed date (the template's own fallback) keeps prompts,
+#: and so results, reproducible. Templates without the variable ignore it.
+TEMPLATE_DATE = "26 Jul 2024"
+
+
 def render_prompt(tokenizer: Any, messages: Sequence[ChatMessage], prefix: str) -> str:
     """Chat template with an open assistant turn, followed by the partial answer verbatim."""
     chat = [{"role": m.role, "content": m.content} for m in messages]
     if getattr(tokenizer, "chat_template", None):
-        text = tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
+        text = tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True,
+                                             date_string=TEMPLATE_DATE)
     else:  # base models: a plain transcript
         text = "".join(f"{m['role'].capitalize()}: {m['content']}\n\n" for m in chat)
         text += "Assistant: "
