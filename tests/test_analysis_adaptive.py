@@ -134,3 +134,24 @@ def test_table_without_the_pair_is_refused(tmp_path: Path) -> None:
         asyncio.run(run_adaptive(tmp_path / "an" / TABLE_FILE, AdaptiveConfig(budget=4),
                                  run_cfg, tmp_path / "ad", policy=Factory()("fake:b"),
                                  scorer=scorer()))
+
+
+def test_run_strategy_optimal_is_the_adaptive_solver(tmp_path: Path) -> None:
+    # `testtime run --strategy optimal` delegates to the adaptive solver with the same table
+    # checks; the option combinations that make no sense are refused before anything loads.
+    from typer.testing import CliRunner
+
+    from testtime.cli import app
+
+    sweep = make_sweep(tmp_path)
+    write_analysis(analyze([sweep], n_boot=50), tmp_path / "an")
+    cli = CliRunner()
+    no_table = cli.invoke(app, ["run", "--strategy", "optimal", "--budget", "4"])
+    assert no_table.exit_code == 2 and "--table" in no_table.output
+    stray = cli.invoke(app, ["run", "--budget", "4"])
+    assert stray.exit_code == 2 and "--strategy optimal" in stray.output
+    wrong = cli.invoke(app, ["run", "--strategy", "optimal", "--table",
+                             str(tmp_path / "an" / TABLE_FILE), "--budget", "4", "--dataset",
+                             str(tmp_path / "set.jsonl"), "--policy", "fake:b", "--prm", "rule",
+                             "--out", str(tmp_path / "ad")])
+    assert wrong.exit_code != 0 and "no entry for fake:b" in wrong.output

@@ -312,3 +312,41 @@ def test_cli_run_with_ray_reaches_the_actors(ray_cluster: Any, tmp_path: Path) -
     assert result.exit_code == 2, result.output
     assert "no Ray actor could start (1 failed)" in " ".join(result.output.split())
     assert "nosuch" in result.output
+
+
+def test_sweep_on_ray_shares_one_actor_pool_across_its_cells(
+    ray_cluster: Any, tmp_path: Path
+) -> None:
+    # `testtime sweep --ray`: every cell of a policy/PRM pair runs on the same actors (the
+    # models load once), each cell's method, budget and seed travel with its work units.
+    from testtime.analysis.sweep import SweepGrid, run_sweep
+    from testtime.search.base import SamplingConfig
+
+    data = write_set(tmp_path / "set.jsonl", [f"s{i}" for i in range(6)])
+    grid = SweepGrid(base=RunConfig(dataset=DatasetConfig(name=str(data)),
+                                    search=SearchConfig(beam_width=2),
+                                    sampling=SamplingConfig(temperature=0.8)),
+                     methods=("best_of_n", "beam_search", "cot"), ns=(4,), prms=("rule",),
+                     policies=("scripted",), seeds=(0, 1))
+    cells = asyncio.run(run_sweep(grid, tmp_path / "sweep", progress=False,
+                                  ray=RayOptions(actors=2),
+                                  executor_kwargs={"policy_factory": make_policy,
+                                                   "scorer_factory": make_scorer}))
+    runs = [c for c in cells if not c.derived]
+    assert len(runs) == 6  # 3 methods x 2 seeds (N=4 only: no derived cells)
+    assert all(c.status == "done" for c in runs)
+    for c in runs:
+        recs = RecordStore(tmp_path / "sweep" / c.run_dir / "results.jsonl").records
+        assert sorted(recs) == [f"s{i}" for i in range(6)]
+        assert all(r.error is None and r.method == c.method for r in recs.values())
+        assert all(len(r.candidates) == (1 if c.method == "cot" else 4) for r in recs.values())
+
+
+def test_bind_refuses_a_config_with_other_models(tmp_path: Path) -> None:
+    data = write_set(tmp_path / "set.jsonl", ["a"])
+    ex = RayExecutor(config(data))
+    other = config(data).model_copy(update={"prm": "self-certainty"})
+    with pytest.raises(ValueError, match="prm"):
+        ex.bind(other)
+    bound = ex.bind(config(data).model_copy(update={"search": SearchConfig(n=8)}))
+    assert bound.config.search.n == 8 and bound.base is ex

@@ -74,3 +74,17 @@ def test_render_without_chat_template() -> None:
 
     text = render_prompt(Plain(), PROMPT.messages("1+1?"), "Partial")
     assert text.endswith("Assistant: Partial") and "1+1?" in text
+
+
+def test_rows_with_different_max_tokens_in_one_batch(smollm2_policy: HFPolicy) -> None:
+    # One generate call runs at the largest limit; each row is cut at its own.
+    calls = smollm2_policy.batch_stats.calls
+    short = req("What is 9 * 8?", temperature=0, max_tokens=5)
+    long = req("What is 9 * 8?", temperature=0, max_tokens=20)
+    [a], [b] = asyncio.run(smollm2_policy.generate([short, long]))
+    assert smollm2_policy.batch_stats.calls == calls + 1
+    assert a.completion_tokens <= 5 and b.completion_tokens <= 20
+    if b.completion_tokens > 5:
+        assert a.finish_reason == "length" and a.completion_tokens == 5
+        assert b.text.startswith(a.text) and a.token_texts == b.token_texts[:5]
+        assert len(a.token_logprobs) == 5

@@ -105,8 +105,34 @@ def run(
     max_retries: Annotated[int, typer.Option(
         help="Retries of a failing problem (backend error, lost actor) before it is recorded "
              "with its error")] = 2,
+    strategy: Annotated[str, typer.Option(
+        help="fixed: --method at --n; optimal: per problem, what --table says for its "
+             "difficulty at --budget (the adaptive solver, as `testtime adaptive`)")] = "fixed",
+    table: Annotated[Optional[Path], typer.Option(
+        help="optimal_table.json from `testtime analyze` (--strategy optimal)")] = None,
+    budget: Annotated[Optional[int], typer.Option(
+        help="Mean generations per problem (--strategy optimal)")] = None,
+    pilot: Annotated[int, typer.Option(help="Pilot samples per problem (--strategy optimal)")]
+    = 4,
+    compare: Annotated[Optional[list[Path]], typer.Option(
+        help="Fixed-method runs to compare with (--strategy optimal)")] = None,
 ) -> None:
     """Search every problem of a dataset, grade the answers and summarise accuracy."""
+    if strategy not in ("fixed", "optimal"):
+        raise typer.BadParameter("expected fixed or optimal", param_hint="--strategy")
+    if strategy == "optimal":
+        if table is None or budget is None:
+            raise typer.BadParameter("--strategy optimal needs --table and --budget")
+        from testtime.cli_analysis import adaptive
+
+        adaptive(table=table, budget=budget, pilot=pilot, dataset=dataset, data_dir=data_dir,
+                 limit=limit, policy=policy, prm=prm, beam_width=beam_width,
+                 max_path_tokens=max_path_tokens, temperature=temperature, seed=seed,
+                 device=device, concurrency=concurrency, compare=compare,
+                 out=out or Path("runs/adaptive"), resume=resume)
+        return
+    if table is not None or budget is not None:
+        raise typer.BadParameter("--table and --budget apply with --strategy optimal")
     from testtime.runner import RunDirError
     from testtime.runner import run as run_async
     from testtime.summary import summary_tables

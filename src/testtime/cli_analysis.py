@@ -121,6 +121,12 @@ def sweep(
     concurrency: Annotated[int, typer.Option(help="Problems in flight at once")] = 64,
     out: Annotated[Path | None, typer.Option(help="Sweep directory")] = None,
     progress: Annotated[bool, typer.Option(help="Show progress bars")] = True,
+    ray: Annotated[str | None, typer.Option(
+        "--ray", metavar="[ADDRESS]",
+        help="Run the cells on Ray actors (as `testtime run --ray`): one actor pool per "
+             "policy/PRM pair, shared by its cells")] = None,
+    ray_actors: Annotated[int | None, typer.Option(help="Ray actors per pool")] = None,
+    gpus_per_actor: Annotated[float | None, typer.Option(help="GPUs per Ray actor")] = None,
 ) -> None:
     """Run a grid of methods x N x PRMs x policies x seeds, reusing prefix samples, resumable."""
     from testtime.analysis.sweep import SweepGrid, run_sweep
@@ -142,13 +148,27 @@ def sweep(
             methods=_csv(methods), ns=_ints(ns, "ns"), prms=_csv(prms),
             policies=_csv(policies), seeds=_ints(seeds, "seeds"),
             max_path_tokens_by_policy={} if max_path_tokens else
-            {"default": EMBEDDED_PATH_TOKENS},
+            {p: EMBEDDED_PATH_TOKENS for p in _csv(policies) if is_embedded(p)},
         )
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
+    ray_options = None
+    if ray is not None:
+        from testtime.cli import RAY_LOCAL
+        from testtime.distributed import RayOptions
+
+        try:
+            ray_options = RayOptions(address=None if ray == RAY_LOCAL else ray,
+                                     actors=ray_actors, gpus_per_actor=gpus_per_actor)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc)) from None
+    elif ray_actors is not None or gpus_per_actor is not None:
+        raise typer.BadParameter("only applies with --ray",
+                                 param_hint="--ray-actors/--gpus-per-actor")
     out_dir = out or Path("runs") / f"sweep-{Path(dataset).stem}"
     try:
-        cells = asyncio.run(run_sweep(grid, out_dir, progress=progress, log=console.print))
+        cells = asyncio.run(run_sweep(grid, out_dir, progress=progress, log=console.print,
+                                      ray=ray_options))
     except (RunDirError, ValueError, FileNotFoundError) as exc:
         raise _fail(exc) from None
     except KeyboardInterrupt:

@@ -22,7 +22,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -31,6 +31,9 @@ from testtime.config import RunConfig, config_diff
 from testtime.policy.base import Policy
 from testtime.records import RecordStore, dump_json
 from testtime.scoring.base import StepScorer
+
+if TYPE_CHECKING:
+    from testtime.distributed import RayExecutor, RayOptions
 
 PolicyFactory = Callable[[str], Policy]
 ScorerFactory = Callable[[str], StepScorer]
@@ -168,8 +171,15 @@ async def run_sweep(
     scorer_factory: ScorerFactory | None = None,
     progress: bool = True,
     log: Callable[[str], None] = lambda _: None,
+    ray: RayOptions | None = None,
+    executor_kwargs: dict[str, Any] | None = None,
 ) -> list[Cell]:
-    """Run every unfinished cell of ``grid`` into ``out``; returns the cells with status."""
+    """Run every unfinished cell of ``grid`` into ``out``; returns the cells with status.
+
+    With ``ray``, cells run on Ray actors instead of local engines: one actor pool per
+    (policy, PRM) pair, shared by all its cells (``RayExecutor.bind``), one pool at a time;
+    ``executor_kwargs`` go to ``RayExecutor`` (picklable model factories, in tests).
+    """
     from testtime.runner import run
 
     cells = plan(grid)
@@ -183,6 +193,7 @@ async def run_sweep(
     save()
     policies: dict[str, Policy] = {}
     scorers: dict[str, StepScorer] = {}
+    pools: dict[tuple[str, str], RayExecutor] = {}
     try:
         for cell in cells:
             if cell.derived:
@@ -191,21 +202,35 @@ async def run_sweep(
                 cell.status = "done (skipped)"
                 log(f"skip {cell.run_dir}: already done")
                 continue
-            if cell.policy not in policies:
-                for other in list(policies):  # one policy in memory at a time
-                    await policies.pop(other).aclose()
-                policies[cell.policy] = _build_policy(cell, policy_factory)
-            if cell.prm not in scorers:
-                scorers[cell.prm] = _build_scorer(cell, scorer_factory)
             run_dir = out / cell.run_dir
             resume = (run_dir / "config.json").exists()
             log(f"{'resume' if resume else 'run'} {cell.run_dir}")
-            outcome = await run(cell.config, run_dir, policy=policies[cell.policy],
-                                scorer=scorers[cell.prm], resume=resume, progress=progress)
+            if ray is not None:
+                from testtime.distributed import RayExecutor
+
+                key = (cell.policy, cell.prm)
+                if key not in pools:
+                    for other in list(pools):  # one actor pool (set of engines) at a time
+                        await pools.pop(other).aclose()
+                    pools[key] = RayExecutor(cell.config, ray, **(executor_kwargs or {}))
+                outcome = await run(cell.config, run_dir, resume=resume, progress=progress,
+                                    executor=pools[key].bind(cell.config))
+            else:
+                if cell.policy not in policies:
+                    for other in list(policies):  # one policy in memory at a time
+                        await policies.pop(other).aclose()
+                    policies[cell.policy] = _build_policy(cell, policy_factory)
+                if cell.prm not in scorers:
+                    scorers[cell.prm] = _build_scorer(cell, scorer_factory)
+                outcome = await run(cell.config, run_dir, policy=policies[cell.policy],
+                                    scorer=scorers[cell.prm], resume=resume,
+                                    progress=progress)
             cell.status = "done" if outcome.summary["missing"] == 0 and \
                 outcome.summary["errors"] == 0 else "incomplete"
             save()
     finally:
+        for pool in pools.values():
+            await pool.aclose()
         for p in policies.values():
             await p.aclose()
         for s in scorers.values():

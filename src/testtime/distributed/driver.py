@@ -267,12 +267,28 @@ class RayExecutor:
         async with self._cond:
             self._cond.notify_all()
 
+    def bind(self, config: RunConfig) -> BoundExecutor:
+        """These actors serving another run config, a sweep cell: the same models (policy,
+        PRM, prompt and their options) under another method, budget or sampling."""
+        fixed = ("policy", "policy_options", "prm", "prm_options", "prompt")
+        mine, theirs = self.config.model_dump(), config.model_dump()
+        differ = [f for f in fixed if mine[f] != theirs[f]]
+        if differ:
+            raise ValueError(f"cannot share Ray actors across runs that differ in "
+                             f"{', '.join(differ)}; use one executor per policy/PRM pair")
+        return BoundExecutor(self, config)
+
     async def search(self, problem: Problem, ctx: SearchContext | None = None) -> SearchResult:
+        return await self.search_unit(WorkUnit(problem, self.config.search))
+
+    async def search_unit(self, unit: WorkUnit) -> SearchResult:
+        """Search one unit on the least busy live actor (see the module docstring)."""
         await self.start()
         ray = self._ray
+        problem = unit.problem
         slot = await self._acquire()
         try:
-            return await slot.handle.search.remote(WorkUnit(problem, self.config.search))
+            return await slot.handle.search.remote(unit)
         except ray.exceptions.RayTaskError as exc:
             # The search raised in the actor: surface the original exception (retry policy,
             # error record) rather than Ray's wrapper with its remote traceback.
@@ -352,3 +368,23 @@ class RayExecutor:
             self._owns_ray = False
         self._ray = None
         self._started = False
+
+
+class BoundExecutor:
+    """A :class:`RayExecutor`'s actors serving one more run config (see ``RayExecutor.bind``);
+    closing is the owner's business, so it has no ``aclose``."""
+
+    def __init__(self, base: RayExecutor, config: RunConfig) -> None:
+        self.base = base
+        self.config = config
+
+    @property
+    def stats(self) -> ExecutorStats:
+        return self.base.stats
+
+    async def start(self) -> None:
+        await self.base.start()
+
+    async def search(self, problem: Problem, ctx: SearchContext | None = None) -> SearchResult:
+        return await self.base.search_unit(
+            WorkUnit(problem, self.config.search, self.config.sampling))

@@ -19,7 +19,7 @@ from testtime.policy.base import Policy
 from testtime.prompts import prompt_for_model
 from testtime.scoring.base import StepScorer
 from testtime.search import get_method
-from testtime.search.base import SearchConfig, SearchContext, SearchResult
+from testtime.search.base import SamplingConfig, SearchConfig, SearchContext, SearchResult
 from testtime.types import Problem
 
 PolicyFactory = Callable[[RunConfig], Policy]
@@ -55,6 +55,8 @@ class WorkUnit:
     problem: Problem
     search: SearchConfig
     """Method and budget of the cell (a run has one; a sweep may send several)."""
+    sampling: SamplingConfig | None = None
+    """The cell's sampling (seed, temperature); None: the actor's run config's."""
 
 
 class SearchWorker:
@@ -89,7 +91,11 @@ class SearchWorker:
 
     async def search(self, unit: WorkUnit) -> SearchResult:
         """Search one unit; errors propagate to the driver, which decides about retries."""
-        ctx = self.ctx if unit.search == self.ctx.search else replace(self.ctx, search=unit.search)
+        ctx = self.ctx
+        if unit.search != ctx.search:
+            ctx = replace(ctx, search=unit.search)
+        if unit.sampling is not None and unit.sampling != ctx.sampling:
+            ctx = replace(ctx, sampling=unit.sampling)
         register = getattr(self.scorer, "add_problems", None)
         if register is not None:  # the oracle scorer grades steps against the reference
             register([unit.problem])
