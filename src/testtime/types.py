@@ -58,6 +58,11 @@ class SamplingParams:
     """Generation stops right after any of these strings; the string is kept in the text."""
     seed: int | None = None
     """Seed for this request's sampling, for reproducible runs."""
+    end_at_boxed_step: bool = False
+    """Also stop once the step holding the first ``\\boxed`` has ended (the next blank line
+    after it): a full solution ends there, so what follows would be cut from the path anyway.
+    Backends that cannot stop on it (remote servers) still return text that
+    ``build_completion`` cuts there; only the early stop, the saving, is lost."""
 
     def __post_init__(self) -> None:
         if self.n < 1:

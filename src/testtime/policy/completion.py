@@ -13,6 +13,22 @@ from collections.abc import Sequence
 from testtime.types import Completion, FinishReason
 
 
+#: What ``SamplingParams.end_at_boxed_step`` looks for: the first ``\\boxed`` and the blank line
+#: (step end) after it.
+BOXED = "\\boxed"
+STEP_END = "\n\n"
+
+
+def boxed_step_end(text: str) -> int | None:
+    """End index of the step holding the first ``\\boxed`` (after its blank line), or None
+    while that step is still open."""
+    i = text.find(BOXED)
+    if i < 0:
+        return None
+    j = text.find(STEP_END, i + len(BOXED))
+    return None if j < 0 else j + len(STEP_END)
+
+
 def build_completion(
     pieces: Sequence[str],
     *,
@@ -21,6 +37,7 @@ def build_completion(
     ended_with_eos: bool,
     logprobs: Sequence[float] = (),
     certainties: Sequence[float] = (),
+    end_at_boxed_step: bool = False,
 ) -> Completion:
     """Cut the token pieces at the first stop string and classify the finish.
 
@@ -31,6 +48,10 @@ def build_completion(
     """
     text = "".join(pieces)
     cut = _first_stop_end(text, stop)
+    if end_at_boxed_step:
+        boxed = boxed_step_end(text)
+        if boxed is not None and (cut is None or boxed < cut):
+            cut = boxed
     if cut is not None:
         # Keep tokens up to and including the one whose text completes the stop string.
         n, pos = 0, 0

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from testtime.policy.batching import RequestBatcher, row_limit
-from testtime.policy.completion import build_completion
+from testtime.policy.completion import boxed_step_end, build_completion
 from testtime.policy.model_files import materialize, resolve
 from testtime.types import ChatMessage, Completion, GenerationRequest, SamplingParams
 
@@ -121,6 +121,31 @@ class _TokenStats:
         return lp, ce
 
 
+def _boxed_step_criteria(tokenizer: Any, prompt_len: int) -> Any:
+    """A transformers stopping criterion: a row is done once the step holding its first
+    ``\\boxed`` has ended (``SamplingParams.end_at_boxed_step``)."""
+    import torch
+    from transformers import StoppingCriteria
+
+    class BoxedStepStop(StoppingCriteria):
+        def __init__(self) -> None:
+            self.done: torch.Tensor | None = None
+
+        def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+            if self.done is None:
+                self.done = torch.zeros(input_ids.shape[0], dtype=torch.bool,
+                                        device=input_ids.device)
+            rows = (~self.done).nonzero().flatten().tolist()
+            if rows:  # decode only rows still open; a finished row stays finished
+                texts = tokenizer.batch_decode(input_ids[rows, prompt_len:])
+                for row, text in zip(rows, texts, strict=True):
+                    if boxed_step_end(text) is not None:
+                        self.done[row] = True
+            return self.done.clone()
+
+    return BoxedStepStop()
+
+
 class HFPolicy:
     """Policy backed by a transformers causal LM; batches concurrent requests."""
 
@@ -212,6 +237,11 @@ class HFPolicy:
             kwargs.update(temperature=None, top_p=None, top_k=None)
         if params.stop:
             kwargs.update(stop_strings=list(params.stop), tokenizer=self.tokenizer)
+        if params.end_at_boxed_step:
+            from transformers import StoppingCriteriaList
+
+            kwargs["stopping_criteria"] = StoppingCriteriaList(
+                [_boxed_step_criteria(self.tokenizer, enc["input_ids"].shape[1])])
         with torch.inference_mode():
             out = self.model.generate(**enc, **kwargs)
         new = out[:, enc["input_ids"].shape[1] :]
@@ -228,6 +258,7 @@ class HFPolicy:
                     token_pieces(self.tokenizer, body),
                     prompt_tokens=int(prompt_lens[i]),
                     stop=params.stop,
+                    end_at_boxed_step=params.end_at_boxed_step,
                     ended_with_eos=end is not None,
                     logprobs=logprobs[i] if logprobs else (),
                     certainties=certainties[i] if certainties else (),

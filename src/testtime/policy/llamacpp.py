@@ -211,6 +211,11 @@ class _Segment:
     live: int
 
 
+#: ``SamplingParams.end_at_boxed_step`` on the row's UTF-8 text (see ``boxed_step_end``).
+_BOXED = b"\\boxed"
+_STEP_END = b"\n\n"
+
+
 @dataclass
 class _Row:
     """One sampled sequence while it is generated."""
@@ -357,6 +362,7 @@ class LlamaCppPolicy:
                 token_pieces(self.tokenizer, r.ids),
                 prompt_tokens=len(r.prompt),
                 stop=params.stop,
+                end_at_boxed_step=params.end_at_boxed_step,
                 ended_with_eos=r.eos,
                 logprobs=r.logprobs,
                 certainties=r.certainties,
@@ -399,6 +405,10 @@ class LlamaCppPolicy:
             row.text += self._piece(tok)
             if len(row.ids) >= row.max_tokens or any(s in row.text[start:] for s in stops):
                 row.done = True
+            elif params.end_at_boxed_step and _BOXED in row.text:
+                i = row.text.find(_BOXED)
+                if row.text.find(_STEP_END, i + len(_BOXED)) >= 0:
+                    row.done = True
 
         while waiting or running:
             # Admit groups (or part of one) while sequence slots and KV cells last.

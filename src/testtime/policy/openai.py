@@ -295,6 +295,7 @@ class OpenAIPolicy:
             pieces,
             prompt_tokens=n_prompt,
             stop=params.stop,
+            end_at_boxed_step=params.end_at_boxed_step,
             ended_with_eos=finish == "stop" and not has_stop,
             logprobs=logprobs,
         )

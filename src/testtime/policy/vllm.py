@@ -173,6 +173,7 @@ class VLLMPolicy:
                 token_pieces(self.tokenizer, body),
                 prompt_tokens=n_prompt,
                 stop=params.stop,
+                end_at_boxed_step=params.end_at_boxed_step,
                 ended_with_eos=eos,
                 logprobs=logprobs,
             ))

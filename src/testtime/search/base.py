@@ -140,7 +140,7 @@ class SearchContext:
         return self.prompt.messages(problem.problem)
 
     def params(self, *, n: int, max_tokens: int, stop: Sequence[str] = (), seed: int,
-               greedy: bool = False) -> SamplingParams:
+               greedy: bool = False, end_at_boxed_step: bool = False) -> SamplingParams:
         return SamplingParams(
             n=n,
             temperature=0.0 if greedy else self.sampling.temperature,
@@ -148,6 +148,7 @@ class SearchContext:
             max_tokens=max_tokens,
             stop=tuple(stop),
             seed=seed,
+            end_at_boxed_step=end_at_boxed_step,
         )
 
     async def generate(

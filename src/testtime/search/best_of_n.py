@@ -43,6 +43,8 @@ async def sample_paths(
         max_tokens=ctx.search.max_path_tokens,
         seed=problem_seed(ctx.sampling.seed, problem.id),
         greedy=greedy,
+        # the path ends at its \boxed step (finish_path): generating past it is waste
+        end_at_boxed_step=True,
     )
     [outs] = await ctx.generate([GenerationRequest(ctx.messages(problem), "", params)], compute)
     paths = [finish_path(ctx.steps_of(c), ctx.search.max_depth) for c in outs]
