@@ -18,9 +18,9 @@ from typing import Any
 import pytest
 
 from testtime.datasets import (
+    MAX_PROBLEM_CHARS,
     DatasetError,
     DatasetSpec,
-    MAX_PROBLEM_CHARS,
     available_datasets,
     generate_demo,
     load_problems,

@@ -10,7 +10,7 @@ import re
 import sys
 from collections.abc import Coroutine
 from pathlib import Path
-from typing import Annotated, Any, Optional, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -54,19 +54,19 @@ def default_out_dir(cfg: RunConfig) -> Path:
 def run(
     dataset: Annotated[str, typer.Option(help="demo, demo-N, math500, aime24, amc23 or a "
                                               "JSONL path")] = "demo",
-    data_dir: Annotated[Optional[str], typer.Option(
+    data_dir: Annotated[str | None, typer.Option(
         envvar="TESTTIME_DATA_DIR", help="Directory of the benchmark JSONL files "
                                          "(else the Hugging Face Hub)")] = None,
     problem_field: Annotated[str, typer.Option(help="JSONL field of the problem")] = "problem",
     answer_field: Annotated[str, typer.Option(help="JSONL field of the answer")] = "answer",
-    limit: Annotated[Optional[int], typer.Option(help="Only the first K problems")] = None,
-    ids: Annotated[Optional[str], typer.Option(help="Comma-separated problem ids")] = None,
+    limit: Annotated[int | None, typer.Option(help="Only the first K problems")] = None,
+    ids: Annotated[str | None, typer.Option(help="Comma-separated problem ids")] = None,
     method: Annotated[str, typer.Option(help="cot, best_of_n, beam_search, dvts")] = "best_of_n",
     n: Annotated[int, typer.Option(help="Budget N: final paths per problem")] = 4,
     beam_width: Annotated[int, typer.Option(help="M for beam search / DVTS")] = 4,
     max_depth: Annotated[int, typer.Option(help="Most steps per path")] = 40,
     max_step_tokens: Annotated[int, typer.Option(help="Token limit per step")] = 2048,
-    max_path_tokens: Annotated[Optional[int], typer.Option(
+    max_path_tokens: Annotated[int | None, typer.Option(
         help=f"Token limit per path [default: {DEFAULT_PATH_TOKENS}; "
              f"{EMBEDDED_PATH_TOKENS} for the embedded model]")] = None,
     lookahead: Annotated[int, typer.Option(help="Greedy lookahead steps before scoring")] = 0,
@@ -78,28 +78,28 @@ def run(
     prm: Annotated[str, typer.Option(help="self-certainty, confidence, or FAMILY:PATH "
                                           "(math_shepherd, rlhflow, skywork, qwen_prm)")]
     = "self-certainty",
-    prompt: Annotated[Optional[str], typer.Option(help="Prompt template name "
+    prompt: Annotated[str | None, typer.Option(help="Prompt template name "
                                                        "(default: from the model name)")] = None,
-    device: Annotated[Optional[str], typer.Option(help="cpu, cuda, cuda:N")] = None,
-    dtype: Annotated[Optional[str], typer.Option(help="auto, float32, bfloat16")] = None,
-    max_batch_seqs: Annotated[Optional[int], typer.Option(help="Sequences per policy batch")]
+    device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:N")] = None,
+    dtype: Annotated[str | None, typer.Option(help="auto, float32, bfloat16")] = None,
+    max_batch_seqs: Annotated[int | None, typer.Option(help="Sequences per policy batch")]
     = None,
     concurrency: Annotated[int, typer.Option(help="Problems in flight at once")] = 64,
-    out: Annotated[Optional[Path], typer.Option(help="Run directory [default: runs/<name>]")]
+    out: Annotated[Path | None, typer.Option(help="Run directory [default: runs/<name>]")]
     = None,
     resume: Annotated[bool, typer.Option(help="Finish an interrupted run in --out")] = False,
     overwrite: Annotated[bool, typer.Option(help="Discard results already in --out")] = False,
     progress: Annotated[bool, typer.Option(help="Show a progress bar")] = True,
     trust_remote_code: Annotated[bool, typer.Option(help="Let model repos run their code")]
     = False,
-    ray: Annotated[Optional[str], typer.Option(
+    ray: Annotated[str | None, typer.Option(
         "--ray", metavar="[ADDRESS]",
         help="Spread problems over Ray actors. Alone: a local Ray (or $RAY_ADDRESS); 'auto': "
              "the cluster this machine is in; or HOST:PORT, ray://HOST:10001")] = None,
-    ray_actors: Annotated[Optional[int], typer.Option(
+    ray_actors: Annotated[int | None, typer.Option(
         help="Ray actors, each with its own policy and PRM [default: one per GPU group of "
              "the cluster, else 1]")] = None,
-    gpus_per_actor: Annotated[Optional[float], typer.Option(
+    gpus_per_actor: Annotated[float | None, typer.Option(
         help="GPUs per Ray actor (0.5: two actors share a GPU) [default: 1 when the cluster "
              "has GPUs, else 0]")] = None,
     max_retries: Annotated[int, typer.Option(
@@ -108,13 +108,13 @@ def run(
     strategy: Annotated[str, typer.Option(
         help="fixed: --method at --n; optimal: per problem, what --table says for its "
              "difficulty at --budget (the adaptive solver, as `testtime adaptive`)")] = "fixed",
-    table: Annotated[Optional[Path], typer.Option(
+    table: Annotated[Path | None, typer.Option(
         help="optimal_table.json from `testtime analyze` (--strategy optimal)")] = None,
-    budget: Annotated[Optional[int], typer.Option(
+    budget: Annotated[int | None, typer.Option(
         help="Mean generations per problem (--strategy optimal)")] = None,
     pilot: Annotated[int, typer.Option(help="Pilot samples per problem (--strategy optimal)")]
     = 4,
-    compare: Annotated[Optional[list[Path]], typer.Option(
+    compare: Annotated[list[Path] | None, typer.Option(
         help="Fixed-method runs to compare with (--strategy optimal)")] = None,
 ) -> None:
     """Search every problem of a dataset, grade the answers and summarise accuracy."""
@@ -137,8 +137,8 @@ def run(
     from testtime.runner import run as run_async
     from testtime.summary import summary_tables
 
-    engine = {k: v for k, v in dict(device=device, dtype=dtype,
-                                    max_batch_seqs=max_batch_seqs).items() if v is not None}
+    engine = {k: v for k, v in {"device": device, "dtype": dtype,
+                                    "max_batch_seqs": max_batch_seqs}.items() if v is not None}
     if trust_remote_code:
         engine["trust_remote_code"] = True
     if policy == "default":
@@ -180,8 +180,8 @@ def run(
         console.print(f"\n[yellow]interrupted[/yellow]: finished problems are saved in "
                       f"{out_dir}; run the same command with --resume to complete it")
         raise typer.Exit(130) from None
-    for table in summary_tables(outcome.summary):
-        console.print(table)
+    for rendered in summary_tables(outcome.summary):
+        console.print(rendered)
     if executor is not None:
         st = executor.stats
         console.print(f"ray: {st.actors_ready} actors ran {st.units_sent} units; "
@@ -266,8 +266,8 @@ def summary(run_dir: Path) -> None:
 
 # Sub-apps live in their own modules: serve (PRM service) and the analysis commands (flops,
 # sweep, analyze, report, adaptive).
-from testtime.cli_analysis import register as _register_analysis  # noqa: E402
-from testtime.cli_serve import serve_app  # noqa: E402
+from testtime.cli_analysis import register as _register_analysis
+from testtime.cli_serve import serve_app
 
 app.add_typer(serve_app, name="serve")
 _register_analysis(app)

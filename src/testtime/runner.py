@@ -183,8 +183,7 @@ async def _run_problems(
     retry: RetryPolicy,
     costs: FlopCosts,
 ) -> None:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-    from rich.progress import TimeElapsedColumn
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     search = method or get_method(config.search.method)
     sem = asyncio.Semaphore(config.max_concurrent_problems)
@@ -204,7 +203,7 @@ async def _run_problems(
                     lambda: search(problem, ctx), retry,  # type: ignore[arg-type]
                     what=f"problem {problem.id}")
                 record = await build_record(problem, result, config, grader)
-            except Exception as exc:  # recorded, the run goes on; retried on --resume
+            except Exception as exc:  # noqa: BLE001  (recorded; the run goes on, --resume retries)
                 log.error("problem %s failed: %s", problem.id, exc)
                 record = error_record(problem, config, exc)
                 attempts = exc.attempts if isinstance(exc, RetryError) else attempts

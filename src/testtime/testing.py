@@ -13,7 +13,14 @@ from collections.abc import Callable, Mapping, Sequence
 
 from testtime.policy.batching import RequestBatcher
 from testtime.policy.completion import build_completion
-from testtime.types import ChatMessage, Completion, GenerationRequest, SamplingParams, ScoreRequest, Step
+from testtime.types import (
+    ChatMessage,
+    Completion,
+    GenerationRequest,
+    SamplingParams,
+    ScoreRequest,
+    Step,
+)
 
 _TOKEN_RE = re.compile(r"\n\n|\S+\s*|\s+")
 

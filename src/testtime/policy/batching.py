@@ -120,7 +120,7 @@ class RequestBatcher:
                 continue
             try:
                 await self._dispatch(batch, params)
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001  (any backend error goes to its caller)
                 owners = list(dict.fromkeys(p for p, _ in batch))
                 if len(owners) == 1:
                     if not owners[0].future.done():
@@ -133,7 +133,7 @@ class RequestBatcher:
                     part = [(p, i) for p, i in batch if p is owner]
                     try:
                         await self._dispatch(part, params)
-                    except Exception as exc:  # forwarded to the one awaiting caller
+                    except Exception as exc:  # noqa: BLE001  (forwarded to the one awaiting caller)
                         if not owner.future.done():
                             owner.future.set_exception(exc)
                         self._drop(owner)

