@@ -33,7 +33,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from testtime.policy.base import Policy
-from testtime.scoring.serve import Coalescer
+from testtime.scoring.coalesce import Coalescer
 from testtime.types import ChatMessage, GenerationRequest, SamplingParams, ScoreRequest
 
 if TYPE_CHECKING:

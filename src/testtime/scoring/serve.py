@@ -26,11 +26,16 @@ import hmac
 import math
 import socket
 import threading
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Self
 
 from testtime.scoring.base import StepScorer
+from testtime.scoring.coalesce import (  # noqa: F401  (re-exported)
+    Coalescer,
+    CoalescingScorer,
+    ScoreFn,
+)
 from testtime.types import ScoreRequest, Step
 
 #: Environment variable holding the API key, read by both ``serve prm`` and the client.
@@ -40,8 +45,6 @@ DEFAULT_MAX_REQUEST_BYTES = 64 * 1024 * 1024
 #: Most steps in one request (search methods stop at ``max_depth``, 40 by default).
 DEFAULT_MAX_STEPS = 1024
 _MAX_ERRORS_SHOWN = 5
-
-ScoreFn = Callable[[list[ScoreRequest]], Awaitable[list[list[float]]]]
 
 
 @dataclass(frozen=True)
@@ -79,81 +82,6 @@ def require(module: str) -> Any:
     except ModuleNotFoundError:
         raise ModuleNotFoundError(f"{module} is needed to serve or reach a scorer over HTTP: "
                                   f"pip install 'testtime[serve]'") from None
-
-
-class Coalescer:
-    """Merges concurrent calls of an async batch function into as few calls as possible.
-
-    The first caller runs at once; callers that arrive while a call is in flight queue up and
-    the next lock holder runs all of them in one call. Results are split back per caller; an
-    error in a merged call is raised in every caller of it. ``calls`` counts calls of ``fn``.
-    Belongs to one event loop at a time (its lock is re-created when the loop changes).
-    """
-
-    def __init__(self, fn: ScoreFn) -> None:
-        self.fn = fn
-        self.calls = 0
-        self._pending: list[tuple[list[ScoreRequest], asyncio.Future[list[list[float]]]]] = []
-        self._lock: asyncio.Lock | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-
-    async def __call__(self, requests: Sequence[ScoreRequest]) -> list[list[float]]:
-        if not requests:
-            return []
-        loop = asyncio.get_running_loop()
-        if self._lock is None or self._loop is not loop:
-            self._lock, self._loop, self._pending = asyncio.Lock(), loop, []
-        lock = self._lock
-        future: asyncio.Future[list[list[float]]] = loop.create_future()
-        self._pending.append((list(requests), future))
-        async with lock:
-            if not future.done():
-                group, self._pending = self._pending, []
-                self.calls += 1
-                work = asyncio.ensure_future(self.fn([r for reqs, _ in group for r in reqs]))
-                work.add_done_callback(lambda task: _deliver(group, task))
-                # A cancelled caller must not strand the others: the work goes on.
-                await asyncio.wait({work})
-        return await future
-
-
-def _deliver(
-    group: list[tuple[list[ScoreRequest], asyncio.Future[list[list[float]]]]],
-    task: asyncio.Future[list[list[float]]],
-) -> None:
-    error: BaseException | None
-    error = RuntimeError("scorer call was cancelled") if task.cancelled() else task.exception()
-    results = task.result() if error is None else []
-    if error is None and len(results) != sum(len(reqs) for reqs, _ in group):
-        error = RuntimeError(f"scorer returned {len(results)} lists for "
-                             f"{sum(len(reqs) for reqs, _ in group)} requests")
-    offset = 0
-    for reqs, future in group:
-        start, offset = offset, offset + len(reqs)
-        if future.done():
-            continue
-        if error is not None:
-            future.set_exception(error)
-        else:
-            future.set_result(results[start:offset])
-
-
-class CoalescingScorer:
-    """A ``StepScorer`` that coalesces concurrent ``score`` calls of another one."""
-
-    def __init__(self, scorer: StepScorer) -> None:
-        self.scorer = scorer
-        self.name = scorer.name
-        self.coalescer = Coalescer(lambda reqs: scorer.score(reqs))
-
-    async def score(self, requests: Sequence[ScoreRequest]) -> list[list[float]]:
-        return await self.coalescer(requests)
-
-    def scored_tokens(self, requests: Sequence[ScoreRequest]) -> int:
-        return self.scorer.scored_tokens(requests)
-
-    async def aclose(self) -> None:
-        await self.scorer.aclose()
 
 
 class BadRequest(ValueError):
