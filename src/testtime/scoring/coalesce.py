@@ -1,13 +1,15 @@
 """Coalesce concurrent ``score`` calls into as few scorer calls as possible.
 
-Used by the PRM service (``serve.py``: every HTTP request is a task on one event loop) and by
+Used by the PRM scorers (``prm/scorer.py``: concurrent search tasks share forwards), the PRM
+service (``serve.py``: every HTTP request is a task on one event loop) and by
 scorers that batch their own callers (``judge.py``). No FastAPI or uvicorn here.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
 
 from testtime.scoring.base import StepScorer
 from testtime.types import ScoreRequest
@@ -31,14 +33,24 @@ class Coalescer:
         self._lock: asyncio.Lock | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
-    async def __call__(self, requests: Sequence[ScoreRequest]) -> list[list[float]]:
-        if not requests:
-            return []
+    def _loop_lock(self) -> asyncio.Lock:
         loop = asyncio.get_running_loop()
         if self._lock is None or self._loop is not loop:
             self._lock, self._loop, self._pending = asyncio.Lock(), loop, []
-        lock = self._lock
-        future: asyncio.Future[list[list[float]]] = loop.create_future()
+        return self._lock
+
+    @asynccontextmanager
+    async def exclusive(self) -> AsyncIterator[None]:
+        """Hold the lock: waits for the call in flight, and no call starts until exit
+        (callers that arrive meanwhile queue up), e.g. to close the model behind ``fn``."""
+        async with self._loop_lock():
+            yield
+
+    async def __call__(self, requests: Sequence[ScoreRequest]) -> list[list[float]]:
+        if not requests:
+            return []
+        lock = self._loop_lock()
+        future: asyncio.Future[list[list[float]]] = asyncio.get_running_loop().create_future()
         self._pending.append((list(requests), future))
         async with lock:
             if not future.done():

@@ -14,6 +14,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Protocol
 
+from testtime.scoring.coalesce import Coalescer
 from testtime.scoring.prm.engine import EncodedRequest, ForwardEngine
 from testtime.types import ScoreRequest
 
@@ -56,8 +57,8 @@ class PRMScorer:
         self._cache_lock = threading.Lock()
         # Encoding runs in the worker thread and, for scored_tokens, in the caller's thread.
         self._encode_lock = threading.Lock()
-        self._pending: list[tuple[list[ScoreRequest], asyncio.Future[list[list[float]]]]] = []
-        self._lock = asyncio.Lock()
+        # Calls that arrive while the model is busy are merged into its next forward.
+        self._coalescer = Coalescer(lambda reqs: asyncio.to_thread(self.score_sync, reqs))
         self._closed = False
 
     def encode(self, request: ScoreRequest) -> EncodedRequest:
@@ -94,25 +95,11 @@ class PRMScorer:
     async def score(self, requests: Sequence[ScoreRequest]) -> list[list[float]]:
         """One probability per step, per request; the forward runs in a worker thread."""
         self._check_open()
-        if not requests:
-            return []
-        future: asyncio.Future[list[list[float]]] = asyncio.get_running_loop().create_future()
-        self._pending.append((list(requests), future))
-        async with self._lock:
-            if not future.done():
-                # Whoever gets the lock runs everything that queued up while the model was busy.
-                group, self._pending = self._pending, []
-                flat = [r for reqs, _ in group for r in reqs]
-                work = asyncio.ensure_future(asyncio.to_thread(self.score_sync, flat))
-                work.add_done_callback(lambda task: _deliver(group, task))
-                # Cancelling this caller must not strand the others: the work keeps running
-                # and its callback still resolves every future of the group.
-                await asyncio.wait({work})
-        return await future
+        return await self._coalescer(requests)
 
     async def aclose(self) -> None:
         """Wait for the forward in flight, then drop the model; later calls raise."""
-        async with self._lock:
+        async with self._coalescer.exclusive():
             self._closed = True
             await asyncio.to_thread(self.engine.close)
             with self._cache_lock:
@@ -121,22 +108,3 @@ class PRMScorer:
     def _check_open(self) -> None:
         if self._closed:
             raise RuntimeError(f"{self.name}: scorer is closed")
-
-
-def _deliver(
-    group: list[tuple[list[ScoreRequest], asyncio.Future[list[list[float]]]]],
-    task: asyncio.Future[list[list[float]]],
-) -> None:
-    if task.cancelled():
-        error: BaseException | None = RuntimeError("PRM forward was cancelled")
-    else:
-        error = task.exception()
-    offset = 0
-    for reqs, future in group:
-        start, offset = offset, offset + len(reqs)
-        if future.done():
-            continue
-        if error is not None:
-            future.set_exception(error)
-        else:
-            future.set_result(task.result()[start:offset])
