@@ -3,39 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
 
 import pytest
 
 from testtime.prompts.base import PromptTemplate
 from testtime.search.base import SamplingConfig, SearchConfig, SearchContext, SearchResult
 from testtime.search.beam_search import beam_search
-from testtime.testing import RuleScorer, ScriptedPolicy, tree_script
-from testtime.types import Completion, GenerationRequest, Problem, Step
+from testtime.testing import RuleScorer, ScriptedPolicy, text_scorer, tree_policy
+from testtime.types import Problem
 
 PROBLEM = Problem("q1", "What is 1 + 2?", "3")
 PLAIN = PromptTemplate("plain")
-
-
-class CountingPolicy(ScriptedPolicy):
-    """ScriptedPolicy that also records the requests of each ``generate`` call."""
-
-    def __init__(self, tree: Mapping[str, Sequence[str]], default: str = "\\boxed{0}") -> None:
-        super().__init__(tree_script(tree, default))
-        self.generate_calls: list[list[GenerationRequest]] = []
-
-    async def generate(self, requests: Sequence[GenerationRequest]) -> list[list[Completion]]:
-        self.generate_calls.append(list(requests))
-        return await super().generate(requests)
-
-
-def by_text(table: Mapping[str, float], default: float = 0.5) -> RuleScorer:
-    """Score a step by its stripped text."""
-
-    def rule(question: str, before: Sequence[Step], step: Step) -> float:
-        return table.get(step.text.strip(), default)
-
-    return RuleScorer(rule)
 
 
 def search(policy: ScriptedPolicy, scorer: RuleScorer, **kw) -> SearchResult:  # type: ignore[no-untyped-def]
@@ -64,8 +42,8 @@ def test_keeps_the_best_n_over_m_beams_at_every_depth() -> None:
     scores = {"A.": 0.4, "B.": 0.9, "C.": 0.7, "D.": 0.1, "B1.": 0.3, "B2.": 0.5, "C1.": 0.8,
               "C2.": 0.2, "C1a \\boxed{3}": 0.95, "C1b \\boxed{4}": 0.6,
               "B2a \\boxed{5}": 0.7, "B2b \\boxed{6}": 0.65}
-    policy = CountingPolicy(tree)
-    result = search(policy, by_text(scores))
+    policy = tree_policy(tree)
+    result = search(policy, text_scorer(scores))
     assert statuses(result) == {
         "A.": "pruned", "B.": "kept", "C.": "kept", "D.": "pruned",
         "B1.": "pruned", "B2.": "kept", "C1.": "kept", "C2.": "pruned",
@@ -104,8 +82,8 @@ def test_stops_once_n_paths_finished() -> None:
         "P.\n\n": ["P1 \\boxed{1}", "P2.\n\n"],
         "Q.\n\n": ["Q1 \\boxed{1}", "Q2.\n\n"],
     }
-    policy = CountingPolicy(tree, default="Never asked.\n\n")
-    result = search(policy, by_text({}))
+    policy = tree_policy(tree, default="Never asked.\n\n")
+    result = search(policy, text_scorer({}))
     assert len(policy.generate_calls) == 2
     s = statuses(result)
     # the partial children of the last depth are never expanded
@@ -122,7 +100,7 @@ def test_more_than_n_finished_returns_the_best_n() -> None:
     }
     scores = {"Done \\boxed{1}": 0.3, "P.": 0.9, "Q.": 0.8, "R.": 0.1, "P1 \\boxed{2}": 0.7,
               "P2 \\boxed{3}": 0.6, "Q1 \\boxed{4}": 0.2, "Q2 \\boxed{5}": 0.5}
-    result = search(CountingPolicy(tree), by_text(scores))
+    result = search(tree_policy(tree), text_scorer(scores))
     # five paths finished; the one scored 0.2 is left out, the rest come best first
     assert [c.text for c in result.candidates] == [
         "P.\n\nP1 \\boxed{2}", "P.\n\nP2 \\boxed{3}", "Q.\n\nQ2 \\boxed{5}", "Done \\boxed{1}"]
@@ -133,8 +111,8 @@ def test_more_than_n_finished_returns_the_best_n() -> None:
 def test_fills_with_cut_paths_when_too_few_finish() -> None:
     tree = {"": ["Done \\boxed{7}", "S1.\n\n", "S2.\n\n", "S3.\n\n"]}
     scores = {"S1.": 0.9, "S2.": 0.8, "S3.": 0.1, "More.": 0.4}
-    policy = CountingPolicy(tree, default="More.\n\n")
-    result = search(policy, by_text(scores), max_depth=2)
+    policy = tree_policy(tree, default="More.\n\n")
+    result = search(policy, text_scorer(scores), max_depth=2)
     assert len(result.candidates) == 4
     assert [c.finish_reason for c in result.candidates] == ["boxed", "depth", "depth", "depth"]
     assert result.candidates[0].text == "Done \\boxed{7}"
@@ -148,8 +126,8 @@ def test_fills_with_cut_paths_when_too_few_finish() -> None:
 def test_token_limits_cut_steps_and_paths() -> None:
     # fake tokens are words with their trailing whitespace
     tree = {"": ["One two.\n\n"], "One two.\n\n": ["Three four five six.\n\n"]}
-    policy = CountingPolicy(tree)
-    result = search(policy, by_text({}), n=2, beam_width=2, max_step_tokens=3,
+    policy = tree_policy(tree)
+    result = search(policy, text_scorer({}), n=2, beam_width=2, max_step_tokens=3,
                     max_path_tokens=4)
     # first step: min(3, 4) tokens; second: min(3, 4 - 2) = 2 tokens
     assert [[r.params.max_tokens for r in call] for call in policy.generate_calls] == [[3], [2]]
@@ -163,7 +141,7 @@ def test_token_limits_cut_steps_and_paths() -> None:
 
 def test_step_limit_ends_a_path_as_length() -> None:
     tree = {"": ["Long step with many words.\n\n", "Short.\n\n"], "Short.\n\n": ["The end."]}
-    result = search(CountingPolicy(tree), by_text({"Long step with": 0.9, "Short.": 0.1}),
+    result = search(tree_policy(tree), text_scorer({"Long step with": 0.9, "Short.": 0.1}),
                     n=2, beam_width=1, max_step_tokens=3)
     # the natural end (EOS) ranks first although the cut path scored higher
     assert [(c.text, c.finish_reason) for c in result.candidates] == [
@@ -184,12 +162,12 @@ def test_lookahead_ranks_by_the_rolled_out_step_and_is_paid_for() -> None:
     }
     scores = {"Shiny.": 0.9, "Plain.": 0.6, "Oops.": 0.1, "Solid.": 0.95, "Shiny2.": 0.5,
               "Plain2.": 0.5}
-    plain = search(CountingPolicy(tree), by_text(scores), n=2, beam_width=2)
+    plain = search(tree_policy(tree), text_scorer(scores), n=2, beam_width=2)
     assert statuses(plain)["Shiny."] == "kept" and statuses(plain)["Plain."] == "pruned"
     assert all(c.text.startswith("Shiny.") for c in plain.candidates)
 
-    policy = CountingPolicy(tree)
-    scorer = by_text(scores)
+    policy = tree_policy(tree)
+    scorer = text_scorer(scores)
     ahead = search(policy, scorer, n=2, beam_width=2, lookahead=1)
     # Shiny's greedy continuation (entry 0) scores 0.1, Plain's 0.95: Plain is kept
     first = [n for n in ahead.tree if n.depth == 0 and n.status != "lookahead"]
@@ -224,8 +202,8 @@ def test_lookahead_ranks_by_the_rolled_out_step_and_is_paid_for() -> None:
 
 def test_lookahead_stops_at_a_finished_roll_out() -> None:
     tree = {"": ["A.\n\n", "B.\n\n"], "A.\n\n": ["\\boxed{1}"], "B.\n\n": ["B1.\n\n"]}
-    policy = CountingPolicy(tree, default="More.\n\n")
-    result = search(policy, by_text({"A.": 0.2}), n=2, beam_width=2, lookahead=3,
+    policy = tree_policy(tree, default="More.\n\n")
+    result = search(policy, text_scorer({"A.": 0.2}), n=2, beam_width=2, lookahead=3,
                     max_depth=3)
     first_round = [n for n in result.tree if n.status == "lookahead" and n.depth == 1]
     assert len(first_round) == 2
@@ -243,7 +221,7 @@ def test_lookahead_stops_at_a_finished_roll_out() -> None:
 
 def test_rejects_budget_not_divisible_by_width() -> None:
     with pytest.raises(ValueError, match="multiple of beam_width=4"):
-        search(CountingPolicy({}), by_text({}), n=6, beam_width=4)
+        search(tree_policy({}), text_scorer({}), n=6, beam_width=4)
 
 
 def test_scorer_with_wrong_number_of_scores_is_named() -> None:
@@ -253,5 +231,5 @@ def test_scorer_with_wrong_number_of_scores_is_named() -> None:
 
     tree = {"": ["A.\n\n"], "A.\n\n": ["B.\n\n"]}
     with pytest.raises(ValueError, match="returned 1 scores for a path of 2 steps"):
-        search(CountingPolicy(tree), Short(lambda q, b, s: 0.5, name="short"), n=2,
+        search(tree_policy(tree), Short(lambda q, b, s: 0.5, name="short"), n=2,
                beam_width=1)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from testtime.config import DatasetConfig, RunConfig
@@ -14,30 +13,17 @@ from testtime.runner import run
 from testtime.search.base import SamplingConfig, SearchConfig, SearchContext, SearchResult
 from testtime.search.beam_search import beam_search
 from testtime.search.dvts import dvts
-from testtime.testing import RuleScorer, ScriptedPolicy, keyword_rule, tree_script
-from testtime.types import Completion, GenerationRequest, Problem, SamplingParams, Step
+from testtime.testing import (
+    RuleScorer,
+    ScriptedPolicy,
+    keyword_rule,
+    text_scorer,
+    tree_policy,
+)
+from testtime.types import Problem, SamplingParams
 
 PROBLEM = Problem("q1", "What is 1 + 2?", "3")
 PLAIN = PromptTemplate("plain")
-
-
-class CountingPolicy(ScriptedPolicy):
-    """ScriptedPolicy that also records the requests of each ``generate`` call."""
-
-    def __init__(self, tree: Mapping[str, Sequence[str]], default: str = "\\boxed{0}") -> None:
-        super().__init__(tree_script(tree, default))
-        self.generate_calls: list[list[GenerationRequest]] = []
-
-    async def generate(self, requests: Sequence[GenerationRequest]) -> list[list[Completion]]:
-        self.generate_calls.append(list(requests))
-        return await super().generate(requests)
-
-
-def by_text(table: Mapping[str, float], default: float = 0.5) -> RuleScorer:
-    def rule(question: str, before: Sequence[Step], step: Step) -> float:
-        return table.get(step.text.strip(), default)
-
-    return RuleScorer(rule)
 
 
 def search(fn, policy: ScriptedPolicy, scorer: RuleScorer, **kw) -> SearchResult:  # type: ignore[no-untyped-def]
@@ -58,8 +44,8 @@ SCORES = {"A1.": 0.3, "A2.": 0.2, "B1.": 0.9, "B2.": 0.8, "A1x \\boxed{3}": 0.6,
 
 
 def test_subtrees_expand_only_their_own_beam() -> None:
-    policy = CountingPolicy(TREE)
-    scorer = by_text(SCORES)
+    policy = tree_policy(TREE)
+    scorer = text_scorer(SCORES)
     result = search(dvts, policy, scorer)
     calls = [[(r.prefix, r.params.n) for r in call] for call in policy.generate_calls]
     assert calls == [
@@ -85,16 +71,16 @@ def test_subtrees_expand_only_their_own_beam() -> None:
     assert result.independent_prefixes and result.prefix_unit == 2
     assert result.compute.completion_tokens == sum(n.step.num_tokens for n in result.tree)
     # beam search on the same tree keeps the two best first steps of one pool instead
-    beam = search(beam_search, CountingPolicy(TREE), by_text(SCORES), method="beam_search")
+    beam = search(beam_search, tree_policy(TREE), text_scorer(SCORES), method="beam_search")
     beam_status = {n.step.text.strip(): n.status for n in beam.tree}
     assert beam_status["B1."] == beam_status["B2."] == "kept"
     assert beam_status["A1."] == "pruned"
 
 
 def test_subtree_seeds_do_not_depend_on_the_budget() -> None:
-    small, large = CountingPolicy(TREE), CountingPolicy(TREE)
-    search(dvts, small, by_text(SCORES), n=4)
-    search(dvts, large, by_text(SCORES), n=8)
+    small, large = tree_policy(TREE), tree_policy(TREE)
+    search(dvts, small, text_scorer(SCORES), n=4)
+    search(dvts, large, text_scorer(SCORES), n=8)
     seeds4 = [r.params.seed for r in small.generate_calls[0]]
     seeds8 = [r.params.seed for r in large.generate_calls[0]]
     assert len(seeds8) == 4 and seeds8[:2] == seeds4

@@ -76,6 +76,8 @@ class ScriptedPolicy:
         self.logprob = logprob
         self.certainty = certainty
         self.calls: list[GenerationRequest] = []
+        self.generate_calls: list[list[GenerationRequest]] = []
+        """The requests of each ``generate`` call, call by call."""
         self.batches: list[int] = []
         self._drawn: dict[tuple[str, str], int] = {}
         self._batcher = RequestBatcher(self._rows, max_batch_seqs)
@@ -85,6 +87,7 @@ class ScriptedPolicy:
 
     async def generate(self, requests: Sequence[GenerationRequest]) -> list[list[Completion]]:
         self.calls.extend(requests)
+        self.generate_calls.append(list(requests))
         return await self._batcher.submit(requests)
 
     async def aclose(self) -> None:
@@ -147,6 +150,20 @@ class RuleScorer:
 
     async def aclose(self) -> None:
         return None
+
+
+def tree_policy(tree: Mapping[str, Sequence[str]], default: str = "\\boxed{0}") -> ScriptedPolicy:
+    """A :class:`ScriptedPolicy` following :func:`tree_script`."""
+    return ScriptedPolicy(tree_script(tree, default))
+
+
+def text_scorer(table: Mapping[str, float], default: float = 0.5) -> RuleScorer:
+    """A :class:`RuleScorer` giving a step the score its stripped text has in ``table``."""
+
+    def rule(question: str, before: Sequence[Step], step: Step) -> float:
+        return table.get(step.text.strip(), default)
+
+    return RuleScorer(rule)
 
 
 def keyword_rule(scores: Mapping[str, float], default: float = 0.5) -> Callable[
