@@ -71,6 +71,31 @@ class RetryPolicy:
         return httpx.Timeout(self.timeout_s, connect=self.connect_timeout_s)
 
 
+class LoopClient:
+    """One ``httpx.AsyncClient`` per event loop: a client is bound to the loop it first ran
+    on, and ``asyncio.run`` makes a new loop each time."""
+
+    def __init__(self, retry: RetryPolicy) -> None:
+        self.retry = retry
+        self._client: Any = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def get(self) -> Any:
+        """The client of the running loop (made on first use)."""
+        httpx = require("httpx")
+        loop = asyncio.get_running_loop()
+        if self._client is None or self._loop is not loop:
+            self._client = httpx.AsyncClient(timeout=self.retry.httpx_timeout())
+            self._loop = loop
+        return self._client
+
+    async def aclose(self) -> None:
+        """Close the client if it belongs to the running loop (another loop's is gone)."""
+        client, self._client = self._client, None
+        if client is not None and self._loop is asyncio.get_running_loop():
+            await client.aclose()
+
+
 def split_url(url: str) -> tuple[str, str | None]:
     """``(base URL without credentials or trailing slash, API key from the URL or None)``."""
     parts = urlsplit(url)
@@ -169,8 +194,7 @@ class RemoteScorer:
         self.posts = 0
         """Bodies posted to ``/v1/score`` (for tests and logs)."""
         self._tokens: OrderedDict[tuple[str, tuple[str, ...]], int] = OrderedDict()
-        self._client: Any = None
-        self._client_loop: asyncio.AbstractEventLoop | None = None
+        self._client = LoopClient(self.retry)
 
     @classmethod
     def connect(cls, url: str, **kwargs: Any) -> RemoteScorer:
@@ -209,13 +233,7 @@ class RemoteScorer:
                                 f"{self.retry.max_retries + 1} attempts (last error: {last})")
 
     def _http(self) -> Any:
-        httpx = require("httpx")
-        loop = asyncio.get_running_loop()
-        if self._client is None or self._client_loop is not loop:
-            # A client is bound to the loop it first ran on; asyncio.run makes a new loop.
-            self._client = httpx.AsyncClient(timeout=self.retry.httpx_timeout())
-            self._client_loop = loop
-        return self._client
+        return self._client.get()
 
     def _bodies(self, requests: Sequence[ScoreRequest]) -> list[tuple[int, int, bytes]]:
         """``(start, end, body)`` chunks of the requests, each body within the byte budget."""
@@ -286,6 +304,4 @@ class RemoteScorer:
 
     async def aclose(self) -> None:
         """Close the HTTP connections (the service keeps running)."""
-        client, self._client = self._client, None
-        if client is not None and self._client_loop is asyncio.get_running_loop():
-            await client.aclose()
+        await self._client.aclose()

@@ -52,8 +52,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from testtime.scoring.prm.engine import EncodedRequest
-from testtime.scoring.remote import RetryPolicy, post_json, split_url
-from testtime.scoring.serve import require
+from testtime.scoring.remote import LoopClient, RetryPolicy, post_json, split_url
 from testtime.types import ScoreRequest
 
 SPEC_PREFIX = "vllm-pooling:"
@@ -178,8 +177,7 @@ class VLLMPoolingScorer:
         self._cache: OrderedDict[tuple[str, tuple[str, ...]], tuple[str, EncodedRequest]] = (
             OrderedDict())
         self._lock = threading.Lock()
-        self._client: Any = None
-        self._client_loop: asyncio.AbstractEventLoop | None = None
+        self._client = LoopClient(self.retry)
 
     @classmethod
     def from_spec(cls, spec: str, **kwargs: Any) -> VLLMPoolingScorer:
@@ -273,14 +271,7 @@ class VLLMPoolingScorer:
         return sum(len(self.prepare(r)[1].input_ids) for r in requests if r.steps)
 
     def _http(self) -> Any:
-        httpx = require("httpx")
-        loop = asyncio.get_running_loop()
-        if self._client is None or self._client_loop is not loop:
-            self._client = httpx.AsyncClient(timeout=self.retry.httpx_timeout())
-            self._client_loop = loop
-        return self._client
+        return self._client.get()
 
     async def aclose(self) -> None:
-        client, self._client = self._client, None
-        if client is not None and self._client_loop is asyncio.get_running_loop():
-            await client.aclose()
+        await self._client.aclose()
