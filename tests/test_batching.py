@@ -180,3 +180,15 @@ def test_end_at_boxed_step_cuts_after_the_boxed_step() -> None:
     c = build_completion(pieces, prompt_tokens=2, stop=("\n\n",), ended_with_eos=False,
                          end_at_boxed_step=True)
     assert c.text == "a\n\n"
+
+
+def test_boxed_step_end_reads_bytes_as_text() -> None:
+    # The llama.cpp backend asks on its raw UTF-8 row text; the answer must be the same.
+    from testtime.policy.completion import boxed_step_end
+
+    for text in ("a\n\nso \\boxed{3}", "a\n\nso \\boxed{3}.\n\nNow", "x\n\ny", "é \\boxed{½}\n\nz"):
+        got = boxed_step_end(bytearray(text.encode()))
+        want = boxed_step_end(text)
+        assert (got is None) == (want is None)
+        if want is not None:
+            assert bytes(text.encode())[:got].decode() == text[:want]

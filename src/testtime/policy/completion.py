@@ -9,6 +9,7 @@ string (kept), and the finish reason says why the sequence ended.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from testtime.types import Completion, FinishReason
 
@@ -16,16 +17,25 @@ from testtime.types import Completion, FinishReason
 #: (step end) after it.
 BOXED = "\\boxed"
 STEP_END = "\n\n"
+_BOXED_B, _STEP_END_B = BOXED.encode(), STEP_END.encode()
 
 
-def boxed_step_end(text: str) -> int | None:
+def boxed_step_end(text: str | bytes | bytearray) -> int | None:
     """End index of the step holding the first ``\\boxed`` (after its blank line), or None
-    while that step is still open."""
-    i = text.find(BOXED)
+    while that step is still open. Also takes UTF-8 bytes (a backend's raw row text), so no
+    backend decodes on its hot path to ask."""
+    if isinstance(text, str):
+        return _end_after(text, BOXED, STEP_END)
+    return _end_after(text, _BOXED_B, _STEP_END_B)
+
+
+def _end_after(text: Any, mark: Any, end: Any) -> int | None:
+    """End of the first ``end`` after the first ``mark`` (str or bytes alike), else None."""
+    i = text.find(mark)
     if i < 0:
         return None
-    j = text.find(STEP_END, i + len(BOXED))
-    return None if j < 0 else j + len(STEP_END)
+    j = text.find(end, i + len(mark))
+    return None if j < 0 else j + len(end)
 
 
 def build_completion(

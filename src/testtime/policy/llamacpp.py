@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from testtime.policy.batching import RequestBatcher, row_limit
-from testtime.policy.completion import build_completion
+from testtime.policy.completion import boxed_step_end, build_completion
 from testtime.policy.gguf_support import (  # noqa: F401  (re-exported for callers)
     CHAT_END_TOKENS,
     chat_end_ids,
@@ -94,11 +94,6 @@ class _Segment:
 
     length: int
     live: int
-
-
-#: ``SamplingParams.end_at_boxed_step`` on the row's UTF-8 text (see ``boxed_step_end``).
-_BOXED = b"\\boxed"
-_STEP_END = b"\n\n"
 
 
 @dataclass
@@ -288,12 +283,12 @@ class LlamaCppPolicy:
             row.certainties.append(ce)
             start = max(0, len(row.text) - longest)
             row.text += self._piece(tok)
-            if len(row.ids) >= row.max_tokens or any(s in row.text[start:] for s in stops):
+            if (
+                len(row.ids) >= row.max_tokens
+                or any(s in row.text[start:] for s in stops)
+                or (params.end_at_boxed_step and boxed_step_end(row.text) is not None)
+            ):
                 row.done = True
-            elif params.end_at_boxed_step and _BOXED in row.text:
-                i = row.text.find(_BOXED)
-                if row.text.find(_STEP_END, i + len(_BOXED)) >= 0:
-                    row.done = True
 
         while waiting or running:
             # Admit groups (or part of one) while sequence slots and KV cells last.
