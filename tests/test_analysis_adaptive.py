@@ -10,20 +10,14 @@ from pathlib import Path
 import pytest
 from test_analysis_sweep import Factory, K, make_sweep, scorer
 
-from testtime.analysis.adaptive import (
-    AdaptiveConfig,
-    Plan,
-    decide,
-    merge,
-    pilot_estimate,
-    run_adaptive,
-)
+from testtime.analysis.adaptive import Plan, decide, merge, pilot_estimate
 from testtime.analysis.adaptive_summary import best_fixed_at, interpolate
 from testtime.analysis.analyze import TABLE_FILE, analyze, write_analysis
 from testtime.analysis.difficulty import absolute_binning
 from testtime.analysis.runs import Strategy
-from testtime.config import DatasetConfig, RunConfig
+from testtime.config import AdaptiveSettings, DatasetConfig, RunConfig
 from testtime.records import RecordStore
+from testtime.runner import run
 from testtime.search.base import Candidate, Compute, SearchConfig, SearchResult, TreeNode
 from testtime.types import Step
 
@@ -43,7 +37,7 @@ def test_pilot_estimate() -> None:
 
 
 def test_decisions_stop_bin_and_escalate() -> None:
-    cfg = AdaptiveConfig(budget=4)
+    cfg = AdaptiveSettings(table="unused.json", budget=4)
     assert decide(plan(), cfg, 1.0, 0.9) == ("easy", True, False)  # unanimous and confident
     assert decide(plan(), cfg, 0.75, 0.7) == ("easy", False, False)
     assert decide(plan(), cfg, 0.3, 0.3) == ("medium", False, False)
@@ -66,11 +60,11 @@ def test_plan_uses_the_largest_table_budget_not_above() -> None:
 def test_merge_keeps_trees_and_units_apart() -> None:
     def result(tag: str, n: int) -> SearchResult:
         tree = [TreeNode(i, -1, 0, Step(f"{tag}{i}", 2), 0.5, "finished") for i in range(n)]
-        cands = [Candidate([t.step], [0.5], "boxed", [t.id], group=t.id) for t in tree]
+        cands = [Candidate([t.step], [0.5], "boxed", [t.id], origin=t.id) for t in tree]
         return SearchResult(cands, Compute(generations=n, completion_tokens=2 * n), tree, True)
 
     m = merge(result("a", 2), result("b", 3))
-    assert [c.group for c in m.candidates] == [0, 1, 2, 3, 4]
+    assert [c.origin for c in m.candidates] == [0, 1, 2, 3, 4]
     assert [c.node_ids for c in m.candidates] == [[0], [1], [2], [3], [4]]
     assert [t.id for t in m.tree] == [0, 1, 2, 3, 4]
     assert m.compute.generations == 5 and m.compute.completion_tokens == 10
@@ -87,19 +81,25 @@ def test_interpolation_for_the_fixed_comparison() -> None:
     assert best_fixed_at(fixed, 0.5) is None
 
 
+def adaptive_config(tmp_path: Path, policy: str = "fake:a", **settings: object) -> RunConfig:
+    return RunConfig(dataset=DatasetConfig(name=str(tmp_path / "set.jsonl")), policy=policy,
+                     prm="rule", search=SearchConfig(method="adaptive", n=4),
+                     adaptive=AdaptiveSettings(table=str(tmp_path / "an" / TABLE_FILE),
+                                               budget=4, **settings))  # type: ignore[arg-type]
+
+
 def test_adaptive_run_against_fixed_methods(tmp_path: Path) -> None:
     sweep = make_sweep(tmp_path)
     write_analysis(analyze([sweep], n_boot=50), tmp_path / "an")
-    run_cfg = RunConfig(dataset=DatasetConfig(name=str(tmp_path / "set.jsonl")),
-                        policy="fake:a", prm="rule", search=SearchConfig(method="adaptive", n=4))
-    cfg = AdaptiveConfig(budget=4, pilot=2)
+    cfg = adaptive_config(tmp_path, pilot=2, compare=(str(sweep),))
     out = tmp_path / "adaptive"
-    summary = asyncio.run(run_adaptive(tmp_path / "an" / TABLE_FILE, cfg, run_cfg, out,
-                                       policy=Factory()("fake:a"), scorer=scorer(),
-                                       compare=[sweep]))
+    outcome = asyncio.run(run(cfg, out, policy=Factory()("fake:a"), scorer=scorer(),
+                              progress=False))
+    summary = outcome.summary["adaptive"]
     recs = RecordStore(out / "results.jsonl").records
     assert len(recs) == len(K) and summary["problems"] == len(K)
-    meta = {pid: r.metadata["adaptive"] for pid, r in recs.items()}
+    assert all(r.error is None and r.method == "adaptive" for r in recs.values())
+    meta = {pid: r.info["adaptive"] for pid, r in recs.items()}
     # p0 and p6 are always right and confident: the pilot settles them
     assert meta["p0"]["stopped"] and meta["p6"]["stopped"]
     assert meta["p0"]["spent"] == 2 and recs["p0"].predictions["2"]["adaptive"].correct
@@ -114,26 +114,28 @@ def test_adaptive_run_against_fixed_methods(tmp_path: Path) -> None:
     best = summary["best_fixed_at_same_budget"]
     assert best is not None and 0.0 <= best["accuracy"] <= 1.0
     assert summary["comparison_source"].startswith("compare runs")
-    assert json.loads((out / "summary.json").read_text())["accuracy"] == summary["accuracy"]
-    # the same directory again: refused without --resume, nothing recomputed with it
-    with pytest.raises(ValueError, match="--resume"):
-        asyncio.run(run_adaptive(tmp_path / "an" / TABLE_FILE, cfg, run_cfg, out,
-                                 policy=Factory()("fake:a"), scorer=scorer()))
-    again = asyncio.run(run_adaptive(tmp_path / "an" / TABLE_FILE, cfg, run_cfg, out,
-                                     resume=True, policy=None, scorer=None))
-    assert again["accuracy"] == summary["accuracy"]
-    assert again["comparison_source"].startswith("table")
+    saved = json.loads((out / "summary.json").read_text())
+    assert saved["adaptive"]["accuracy"] == summary["accuracy"]
+    # Through the runner: the same directory is finished, so nothing is computed again, and
+    # the comparison (a resume-free setting) can change without a new run.
+    again = asyncio.run(run(adaptive_config(tmp_path, pilot=2), out, resume=True,
+                            progress=False))
+    assert again.computed == 0
+    assert again.summary["adaptive"]["accuracy"] == summary["accuracy"]
+    assert again.summary["adaptive"]["comparison_source"].startswith("table")
+    # A changed decision setting is refused, naming the field.
+    from testtime.runner import RunDirError
+
+    with pytest.raises(RunDirError, match="adaptive.pilot"):
+        asyncio.run(run(adaptive_config(tmp_path, pilot=3), out, resume=True, progress=False))
 
 
 def test_table_without_the_pair_is_refused(tmp_path: Path) -> None:
     sweep = make_sweep(tmp_path)
     write_analysis(analyze([sweep], n_boot=50), tmp_path / "an")
-    run_cfg = RunConfig(dataset=DatasetConfig(name=str(tmp_path / "set.jsonl")),
-                        policy="fake:b", prm="rule")
     with pytest.raises(ValueError, match="no entry for fake:b"):
-        asyncio.run(run_adaptive(tmp_path / "an" / TABLE_FILE, AdaptiveConfig(budget=4),
-                                 run_cfg, tmp_path / "ad", policy=Factory()("fake:b"),
-                                 scorer=scorer()))
+        asyncio.run(run(adaptive_config(tmp_path, policy="fake:b"), tmp_path / "ad",
+                        policy=Factory()("fake:b"), scorer=scorer(), progress=False))
 
 
 def test_run_strategy_optimal_is_the_adaptive_solver(tmp_path: Path) -> None:
@@ -150,8 +152,13 @@ def test_run_strategy_optimal_is_the_adaptive_solver(tmp_path: Path) -> None:
     assert no_table.exit_code == 2 and "--table" in no_table.output
     stray = cli.invoke(app, ["run", "--budget", "4"])
     assert stray.exit_code == 2 and "--strategy optimal" in stray.output
+    # `testtime adaptive` is the same command with the strategy set: same checks, same options
+    alias = cli.invoke(app, ["adaptive", "--budget", "4"])
+    assert alias.exit_code == 2 and "--table" in alias.output
     wrong = cli.invoke(app, ["run", "--strategy", "optimal", "--table",
                              str(tmp_path / "an" / TABLE_FILE), "--budget", "4", "--dataset",
                              str(tmp_path / "set.jsonl"), "--policy", "fake:b", "--prm", "rule",
                              "--out", str(tmp_path / "ad")])
-    assert wrong.exit_code != 0 and "no entry for fake:b" in wrong.output
+    # a policy spec that names no backend fails at once, as one line
+    assert wrong.exit_code == 2 and "--policy" in wrong.output
+    assert len(wrong.output.strip().splitlines()) == 1

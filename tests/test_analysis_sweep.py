@@ -31,6 +31,8 @@ def write_problems(path: Path) -> Path:
 
 
 def script(problem: str, prefix: str, j: int, params: object) -> str:
+    if not problem.startswith("Q"):  # a judge's question about a step
+        return "Yes" if "Sure" in problem else "No"
     i = int(problem.split(":")[0].removeprefix("Q"))
     if (j + i) % 4 < K[i]:
         return f"Sure, add one.\n\nSo \\boxed{{{i + 1}}}"
@@ -177,3 +179,22 @@ def test_analyze_and_report_commands(tmp_path: Path) -> None:
     assert "http://" not in page.replace('xmlns="http://www.w3.org/2000/svg"', "")
     bad = CliRunner().invoke(app, ["analyze", str(tmp_path / "nothing")])
     assert bad.exit_code == 2 and "not a run directory" in bad.output
+
+
+def test_sweep_builds_judge_and_oracle_scorers_as_run_does(tmp_path: Path) -> None:
+    # Built by compose.build_run: the judge scores with the cell's policy and the oracle gets
+    # the problems' references (a sweep used to raise for one and leave the other blind).
+    data = write_problems(tmp_path / "set.jsonl")
+    grid = SweepGrid(base=RunConfig(dataset=DatasetConfig(name=str(data), limit=3)),
+                     methods=("best_of_n",), ns=(2,), prms=("oracle", "judge"),
+                     policies=("fake:a",), seeds=(0,))
+    out = tmp_path / "sweep"
+    cells = asyncio.run(run_sweep(grid, out, policy_factory=Factory(), progress=False))
+    assert {c.status for c in cells} == {"done"}
+    oracle = RecordStore(out / "best_of_n-n2-fake_a-oracle-seed0" / "results.jsonl").records
+    for rec in oracle.values():
+        assert rec.error is None and rec.scorer == "oracle"
+        for c in rec.candidates:  # 1.0 exactly where the answer is right
+            assert {s.score for s in c.steps} == {1.0 if c.correct else 0.0}
+    judge = RecordStore(out / "best_of_n-n2-fake_a-judge-seed0" / "results.jsonl").records
+    assert all(r.error is None and r.compute.scored_tokens > 0 for r in judge.values())

@@ -113,7 +113,7 @@ def test_oversized_prompt_is_a_clear_error() -> None:
     assert tiny.n_ctx == 256 and tiny.n_batch <= 256
     [[ok]] = asyncio.run(tiny.generate([req("What is 1 + 1?", max_tokens=4)]))
     assert ok.completion_tokens <= 4
-    with pytest.raises(ValueError, match="does not fit the llama.cpp context"):
+    with pytest.raises(ValueError, match="does not fit the model.s context of 256 tokens"):
         asyncio.run(tiny.generate([req("What is 1 + 1? " * 40, max_tokens=4)]))
 
 

@@ -7,12 +7,12 @@ import importlib.util
 
 import pytest
 
+from testtime.flops import known_param_count
 from testtime.policy.registry import (
     POLICY_BACKENDS,
     build_policy,
     config_from_options,
     default_backend,
-    known_param_count,
     parse_policy_spec,
 )
 

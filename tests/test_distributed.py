@@ -19,7 +19,9 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from testtime.cli import RAY_LOCAL, app, fill_ray_flag
+from testtime.cli import app
+from testtime.cli.common import RAY_LOCAL
+from testtime.cli.run import fill_ray_flag
 from testtime.config import DatasetConfig, RunConfig
 from testtime.distributed import ExecutorError, RayExecutor, RayOptions
 from testtime.records import ProblemRecord, RecordStore
@@ -294,9 +296,9 @@ def test_cli_ray_options() -> None:
     assert fill_ray_flag(["run", "--", "--ray"]) == ["run", "--", "--ray"]
     runner = CliRunner()
     result = runner.invoke(app, ["run", "--ray-actors", "2"])
-    assert result.exit_code == 2 and "only applies with --ray" in result.output
+    assert result.exit_code == 2 and "only apply with --ray" in result.output
     result = runner.invoke(app, ["run", "--max-retries", "-1"])
-    assert result.exit_code == 2 and "max_retries must be >= 0" in result.output
+    assert result.exit_code == 2 and "--max-retries -1: must be >= 0" in result.output
     result = runner.invoke(app, ["run", "--ray", "local", "--gpus-per-actor", "-1"])
     assert result.exit_code == 2 and "--gpus-per-actor must be >= 0" in result.output
     with pytest.raises(ValueError, match="--ray-actors must be >= 1"):
@@ -306,12 +308,16 @@ def test_cli_ray_options() -> None:
 
 def test_cli_run_with_ray_reaches_the_actors(ray_cluster: Any, tmp_path: Path) -> None:
     # the whole CLI path: options -> RayExecutor -> actors building the policy from its spec
+    # (a model directory passes the up-front check, but its config describes no model)
+    not_a_model = tmp_path / "not-a-model"
+    not_a_model.mkdir()
+    (not_a_model / "config.json").write_text("{}")
     result = CliRunner().invoke(app, [
-        "run", "--dataset", "demo-2", "--policy", "nosuch:model", "--out", str(tmp_path / "r"),
-        "--ray", RAY_LOCAL, "--ray-actors", "1", "--gpus-per-actor", "0", "--no-progress"])
+        "run", "--dataset", "demo-2", "--policy", f"hf:{not_a_model}", "--out",
+        str(tmp_path / "r"), "--ray", RAY_LOCAL, "--ray-actors", "1", "--gpus-per-actor", "0",
+        "--no-progress"])
     assert result.exit_code == 2, result.output
     assert "no Ray actor could start (1 failed)" in " ".join(result.output.split())
-    assert "nosuch" in result.output
 
 
 def test_sweep_on_ray_shares_one_actor_pool_across_its_cells(

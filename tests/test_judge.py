@@ -109,16 +109,19 @@ def test_hf_judge_matches_reference_in_one_batched_call(policy: HFPolicy) -> Non
     judge = build_scorer("judge", policy=policy)
     assert isinstance(judge, JudgeScorer) and isinstance(judge.probe, HFYesNoProbe)
     assert judge.name == policy.name.replace("hf:", "judge:hf:", 1)
-    got = asyncio.run(judge.score(REQUESTS))
+    result = asyncio.run(judge.score(REQUESTS))
+    got = result.scores
     assert judge.probe.forwards == 2  # 6 prompts, batch size 3: all steps in one call
-    expected_tokens = 0
-    for g, request in zip(got, REQUESTS, strict=True):
+    for g, used, request in zip(got, result.tokens, REQUESTS, strict=True):
         want, tokens = reference_p_yes(policy, request)
-        expected_tokens += tokens
+        assert used == tokens  # the judge's prompt tokens, reported with its scores
         assert g == pytest.approx(want, abs=1e-5)
     assert all(0.0 < p < 1.0 for row in got for p in row)
     assert len({round(p, 6) for row in got for p in row}) > 3  # scores differ per step
-    assert judge.scored_tokens(REQUESTS) == expected_tokens
+    # A judge bills its model's parameters for the tokens it reads.
+    from testtime.flops import FlopCosts
+
+    assert FlopCosts.of(policy, judge).prm_params == FlopCosts.of(policy, None).policy_params > 0
 
 
 def test_concurrent_judge_calls_are_coalesced(policy: HFPolicy) -> None:
@@ -126,7 +129,7 @@ def test_concurrent_judge_calls_are_coalesced(policy: HFPolicy) -> None:
     judge = JudgeScorer(policy, probe)
 
     async def many() -> list[list[list[float]]]:
-        return await asyncio.gather(*(judge.score([r]) for r in REQUESTS))
+        return [r.scores for r in await asyncio.gather(*(judge.score([r]) for r in REQUESTS))]
 
     got = asyncio.run(many())
     assert probe.forwards == 2  # the first call, then everyone who queued meanwhile
@@ -142,14 +145,14 @@ def test_sampled_probe_on_any_policy() -> None:
     policy = ScriptedPolicy(script, logprob=-0.5)
     judge = build_scorer("judge", policy=policy)
     assert isinstance(judge, JudgeScorer) and isinstance(judge.probe, SampledYesNoProbe)
-    got = asyncio.run(judge.score(REQUESTS))
+    result = asyncio.run(judge.score(REQUESTS))
     q = pytest.approx(0.6065306597, abs=1e-9)  # exp(-0.5) on the greedy answer
     n = pytest.approx(1 - 0.6065306597, abs=1e-9)
-    assert got == [[n, q], [n], [], [n, q, q]]
+    assert result.scores == [[n, q], [n], [], [n, q, q]]
     assert policy.batches == [6]  # every step in one generation batch
     request: GenerationRequest = policy.calls[0]
     assert request.params.max_tokens == 1 and request.params.temperature == 0.0
-    assert judge.scored_tokens(REQUESTS[:1]) > 0
+    assert result.tokens[0] > 0 and result.tokens[2] == 0  # no steps, no judge prompt
 
 
 def test_registry_judge_specs() -> None:

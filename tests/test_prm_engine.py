@@ -115,7 +115,8 @@ def test_scorer_orders_results_and_counts_tokens() -> None:
     scorer = PRMScorer("echo", LengthEncoder(), make_engine(8))
     assert isinstance(scorer, StepScorer)
     requests = [req("abc", "xx", "yyyy"), req("q"), req("longer question", "z"), req("", "a")]
-    got = asyncio.run(scorer.score(requests))
+    result = asyncio.run(scorer.score(requests))
+    got = result.scores
     encoder = LengthEncoder()
     want = [
         expected(encoder.encode(r.question, [s.text for s in r.steps])) if r.steps else []
@@ -123,8 +124,8 @@ def test_scorer_orders_results_and_counts_tokens() -> None:
     ]
     assert got == want
     assert got[1] == []
-    assert scorer.scored_tokens(requests) == 5 + 16 + 1
-    assert asyncio.run(scorer.score([])) == []
+    assert result.tokens == [5, 0, 16, 1] and result.scored_tokens == 5 + 16 + 1
+    assert asyncio.run(scorer.score([])).scores == []
 
 
 def test_concurrent_calls_are_coalesced() -> None:
@@ -134,7 +135,7 @@ def test_concurrent_calls_are_coalesced() -> None:
     async def main() -> list[list[list[float]]]:
         return await asyncio.gather(*(scorer.score(g) for g in groups))
 
-    results = asyncio.run(main())
+    results = [r.scores for r in asyncio.run(main())]
     encoder = LengthEncoder()
     for group, got in zip(groups, results, strict=True):
         r = group[0]
@@ -143,7 +144,7 @@ def test_concurrent_calls_are_coalesced() -> None:
     assert scorer.engine.stats.calls == 2
 
 
-def test_errors_reach_every_coalesced_caller() -> None:
+def test_an_error_reaches_only_the_caller_that_caused_it() -> None:
     scorer = PRMScorer("echo", LengthEncoder(), make_engine(10_000))
 
     async def main() -> list[object]:
@@ -155,8 +156,10 @@ def test_errors_reach_every_coalesced_caller() -> None:
         )
 
     first, second, third = asyncio.run(main())
-    assert first == [[1 * 1000.0 + 4]]  # step token id len("a") at position len("fine")
-    assert isinstance(second, ValueError) and isinstance(third, ValueError)
+    assert first.scores == [[1 * 1000.0 + 4]]  # step token id len("a") at position len("fine")
+    # "bad one" failed the forward it was merged into; each caller was then run alone.
+    assert isinstance(second, ValueError)
+    assert third.scores == [[1 * 1000.0 + 9]]
 
 
 def test_closed_scorer_refuses_work() -> None:

@@ -42,7 +42,7 @@ def reference(ckpt: str):  # type: ignore[no-untyped-def]
 @pytest.mark.parametrize("max_batch_tokens", [100_000, 64])
 def test_scores_match_reference(ckpt: str, reference, max_batch_tokens: int) -> None:  # type: ignore[no-untyped-def]
     prm = PRM_FAMILIES["math_shepherd"](ckpt, "cpu", None, max_batch_tokens)
-    got = asyncio.run(prm.score(REQUESTS))
+    got = asyncio.run(prm.score(REQUESTS)).scores
     assert [len(g) for g in got] == [len(r.steps) for r in REQUESTS]
     assert got[3] == []
     for request, scores in zip(REQUESTS, got, strict=True):
@@ -79,5 +79,5 @@ def test_scored_tokens_counts_unpadded_inputs(ckpt: str) -> None:
     prm = PRM_FAMILIES["math_shepherd"](ckpt, "cpu")
     tok = AutoTokenizer.from_pretrained(ckpt)
     request = ScoreRequest("What is 2+3?", (Step("Add the numbers.\n\n"),))
-    assert prm.scored_tokens([request]) == len(tok.encode("What is 2+3? Add the numbers. ки"))
-    assert prm.scored_tokens([ScoreRequest("What is 2+3?", ())]) == 0
+    result = asyncio.run(prm.score([request, ScoreRequest("What is 2+3?", ())]))
+    assert result.tokens == [len(tok.encode("What is 2+3? Add the numbers. ки")), 0]

@@ -76,7 +76,7 @@ def reference(ckpt: str):  # type: ignore[no-untyped-def]
 @pytest.mark.parametrize("max_batch_tokens", [100_000, 120])
 def test_scores_match_reference(ckpt: str, reference, max_batch_tokens: int) -> None:  # type: ignore[no-untyped-def]
     prm = PRM_FAMILIES["qwen_prm"](ckpt, "cpu", None, max_batch_tokens)
-    got = asyncio.run(prm.score(REQUESTS))
+    got = asyncio.run(prm.score(REQUESTS)).scores
     assert [len(g) for g in got] == [len(r.steps) for r in REQUESTS]
     for request, scores in zip(REQUESTS, got, strict=True):
         assert scores == pytest.approx(reference(request), abs=1e-5)
@@ -136,7 +136,7 @@ def test_remote_code_is_opt_in_and_agrees(ckpt: str, tmp_path: Path) -> None:
     assert any(m.endswith("modeling_qwen2_rm") for m in sys.modules)
     assert type(ours.engine.head.score).__name__ == "Sequential"
     assert type(remote.engine.backbone).__name__ == "Qwen2Model"
-    got_ours = ours.score_sync(REQUESTS)
-    got_remote = remote.score_sync(REQUESTS)
+    got_ours = ours.score_sync(REQUESTS).scores
+    got_remote = remote.score_sync(REQUESTS).scores
     for a, b in zip(got_ours, got_remote, strict=True):
         assert a == pytest.approx(b, abs=1e-5)

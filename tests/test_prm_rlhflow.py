@@ -57,7 +57,7 @@ def reference(ckpt: str):  # type: ignore[no-untyped-def]
 @pytest.mark.parametrize("max_batch_tokens", [100_000, 200])
 def test_scores_match_reference(ckpt: str, reference, max_batch_tokens: int) -> None:  # type: ignore[no-untyped-def]
     prm = PRM_FAMILIES["rlhflow"](ckpt, "cpu", "float32", max_batch_tokens)
-    got = asyncio.run(prm.score(REQUESTS))
+    got = asyncio.run(prm.score(REQUESTS)).scores
     assert [len(g) for g in got] == [len(r.steps) for r in REQUESTS]
     for request, scores in zip(REQUESTS, got, strict=True):
         assert scores == pytest.approx(reference(request), abs=1e-5)

@@ -53,7 +53,7 @@ def reference(ckpt: str):  # type: ignore[no-untyped-def]
 @pytest.mark.parametrize("max_batch_tokens", [100_000, 48])
 def test_scores_match_reference(ckpt: str, reference, max_batch_tokens: int) -> None:  # type: ignore[no-untyped-def]
     prm = PRM_FAMILIES["skywork"](ckpt, "cpu", torch.float32, max_batch_tokens)
-    got = asyncio.run(prm.score(REQUESTS))
+    got = asyncio.run(prm.score(REQUESTS)).scores
     assert [len(g) for g in got] == [len(r.steps) for r in REQUESTS]
     for request, scores in zip(REQUESTS, got, strict=True):
         assert scores == pytest.approx(reference(request), abs=1e-5)
@@ -82,6 +82,6 @@ def test_golden_input_layout(ckpt: str) -> None:
 def test_cuda_bf16_close_to_fp32_reference(ckpt: str, reference) -> None:  # type: ignore[no-untyped-def]
     prm = PRM_FAMILIES["skywork"](ckpt, "cuda")  # default dtype on CUDA: bfloat16
     assert next(prm.engine.backbone.parameters()).dtype == torch.bfloat16
-    got = prm.score_sync(REQUESTS)
+    got = prm.score_sync(REQUESTS).scores
     for request, scores in zip(REQUESTS, got, strict=True):
         assert scores == pytest.approx(reference(request), abs=0.05)

@@ -144,5 +144,5 @@ def test_malformed_dataset_fails_before_any_model_loads(tmp_path: Path) -> None:
 
 
 def test_beam_config_validation() -> None:
-    with pytest.raises(ValueError, match="divisible"):
+    with pytest.raises(ValueError, match="must be a multiple of search.beam_width=4"):
         RunConfig(search=SearchConfig(method="beam_search", n=6, beam_width=4))

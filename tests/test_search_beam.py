@@ -7,6 +7,7 @@ import asyncio
 import pytest
 
 from testtime.prompts.base import PromptTemplate
+from testtime.scoring.base import ScoreResult
 from testtime.search.base import SamplingConfig, SearchConfig, SearchContext, SearchResult
 from testtime.search.beam_search import beam_search
 from testtime.testing import RuleScorer, ScriptedPolicy, text_scorer, tree_policy
@@ -64,7 +65,7 @@ def test_keeps_the_best_n_over_m_beams_at_every_depth() -> None:
         "C.\n\nC1.\n\nC1a \\boxed{3}", "B.\n\nB2.\n\nB2a \\boxed{5}",
         "B.\n\nB2.\n\nB2b \\boxed{6}", "C.\n\nC1.\n\nC1b \\boxed{4}"]
     assert result.candidates[0].scores == [0.7, 0.8, 0.95]
-    assert all(c.finish_reason == "boxed" and c.group == 0 for c in result.candidates)
+    assert all(c.finish_reason == "boxed" and c.origin == 0 for c in result.candidates)
     assert not result.independent_prefixes
     # every node is in the tree with its parent; node ids of a path follow the parent links
     for c in result.candidates:
@@ -227,9 +228,10 @@ def test_rejects_budget_not_divisible_by_width() -> None:
 def test_scorer_with_wrong_number_of_scores_is_named() -> None:
     class Short(RuleScorer):
         async def score(self, requests):  # type: ignore[no-untyped-def,override]
-            return [[0.5] for _ in requests]
+            return ScoreResult([[0.5] for _ in requests])
 
     tree = {"": ["A.\n\n"], "A.\n\n": ["B.\n\n"]}
-    with pytest.raises(ValueError, match="returned 1 scores for a path of 2 steps"):
+    with pytest.raises(ValueError, match="scorer 'short' returned 1 scores for request 0 of 2 "
+                                         "steps"):
         search(tree_policy(tree), Short(lambda q, b, s: 0.5, name="short"), n=2,
                beam_width=1)

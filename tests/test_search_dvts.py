@@ -59,12 +59,12 @@ def test_subtrees_expand_only_their_own_beam() -> None:
     assert status["A1."] == status["B1."] == "kept"
     assert status["A2."] == status["B2."] == "pruned"
     # candidates laid out subtree by subtree, M each, best first within a subtree
-    assert [(c.group, c.text) for c in result.candidates] == [
+    assert [(c.origin, c.text) for c in result.candidates] == [
         (0, "A1.\n\nA1y.\n\nA1y1 \\boxed{3}"), (0, "A1.\n\nA1x \\boxed{3}"),
         (1, "B1.\n\nB1x \\boxed{4}"), (1, "B1.\n\nB1y \\boxed{4}")]
     # every path descends from its own subtree's first steps (nodes 0-1: subtree 0, 2-3: 1)
     for c in result.candidates:
-        assert c.node_ids[0] in ({0, 1} if c.group == 0 else {2, 3})
+        assert c.node_ids[0] in ({0, 1} if c.origin == 0 else {2, 3})
     # the scorer saw each subtree's own paths
     seen = {tuple(s.text.strip() for s in r.steps) for r in scorer.requests}
     assert {("A1.", "A1y.", "A1y1 \\boxed{3}"), ("B1.", "B1y \\boxed{4}")} <= seen

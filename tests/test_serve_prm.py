@@ -15,12 +15,15 @@ from typing import Any
 import pytest
 from test_prm_support import REQUESTS, build_qwen_prm
 
+from testtime.retry import RetryPolicy
 from testtime.scoring.prm import PRM_FAMILIES
-from testtime.scoring.remote import RemoteScorer, RetryPolicy
-from testtime.scoring.serve import BackgroundServer
+from testtime.scoring.service.client import RemoteScorer
+from testtime.scoring.service.http import Timeouts
+from testtime.scoring.service.server import BackgroundServer
 
 REPO = Path(__file__).resolve().parents[1]
-RETRY = RetryPolicy(max_retries=2, backoff_s=0.05, timeout_s=60)
+RETRY = RetryPolicy(max_retries=2, base_delay_s=0.05)
+TIMEOUTS = Timeouts(read_s=60)
 
 
 @pytest.fixture(scope="module")
@@ -30,8 +33,8 @@ def ckpt(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 @pytest.fixture(scope="module")
 def reference(ckpt: str) -> tuple[list[list[float]], int]:
-    prm = PRM_FAMILIES["qwen_prm"](ckpt, "cpu")
-    return prm.score_sync(REQUESTS), prm.scored_tokens(REQUESTS)
+    result = PRM_FAMILIES["qwen_prm"](ckpt, "cpu").score_sync(REQUESTS)
+    return result.scores, result.scored_tokens
 
 
 def load(ckpt: str) -> Any:
@@ -41,10 +44,13 @@ def load(ckpt: str) -> Any:
 def test_served_prm_matches_in_process(ckpt: str, reference: tuple[list[list[float]], int]) -> None:
     scores, tokens = reference
     with BackgroundServer(load(ckpt), close_scorer=True) as srv:
-        client = RemoteScorer.connect(srv.url, retry=RETRY)
+        client = RemoteScorer.connect(srv.url, retry=RETRY, timeouts=TIMEOUTS)
         assert client.name == f"qwen_prm:{ckpt}"
-        got = asyncio.run(client.score(REQUESTS))
-        assert client.scored_tokens(REQUESTS) == tokens
+        result = asyncio.run(client.score(REQUESTS))
+        got = result.scores
+        assert result.scored_tokens == tokens
+        # The served model's size comes with /v1/info, so the client bills PRM FLOPs.
+        assert client.param_count is not None and client.param_count.non_embedding > 0
     assert [len(g) for g in got] == [len(r.steps) for r in REQUESTS]
     for g, want in zip(got, scores, strict=True):
         assert g == pytest.approx(want, abs=1e-6)
@@ -61,12 +67,12 @@ def test_concurrent_clients_share_prm_forwards(ckpt: str,
 
     prm.engine.run = slow_run  # type: ignore[method-assign]
     with BackgroundServer(prm) as srv:
-        clients = [RemoteScorer(srv.url, retry=RETRY) for _ in REQUESTS]
+        clients = [RemoteScorer(srv.url, retry=RETRY, timeouts=TIMEOUTS) for _ in REQUESTS]
 
-        async def everyone() -> list[list[list[float]]]:
+        async def everyone() -> list[Any]:
             return await asyncio.gather(*(c.score([r]) for c, r in zip(clients, REQUESTS)))
 
-        got = asyncio.run(everyone())
+        got = [r.scores for r in asyncio.run(everyone())]
     assert prm.engine.stats.calls < len(REQUESTS) - 1  # 4 scored requests, <= 2 forwards
     for (g,), want in zip(got, reference[0], strict=True):
         assert g == pytest.approx(want, abs=1e-6)
@@ -94,11 +100,12 @@ def test_cli_serve_prm_subprocess(ckpt: str, reference: tuple[list[list[float]],
         url = line.split(" on ")[-1].strip()
         assert url.startswith("http://127.0.0.1:") and not url.endswith(":0")
         host_port = url.removeprefix("http://")
-        client = RemoteScorer.connect(f"http://topsecret@{host_port}", retry=RETRY)
-        got = asyncio.run(client.score(REQUESTS))
-        for g, want in zip(got, reference[0], strict=True):
+        client = RemoteScorer.connect(f"http://topsecret@{host_port}", retry=RETRY,
+                                      timeouts=TIMEOUTS)
+        result = asyncio.run(client.score(REQUESTS))
+        for g, want in zip(result.scores, reference[0], strict=True):
             assert g == pytest.approx(want, abs=1e-6)
-        assert client.scored_tokens(REQUESTS) == reference[1]
+        assert result.scored_tokens == reference[1]
     finally:
         proc.terminate()
         proc.wait(timeout=20)
@@ -112,4 +119,4 @@ def test_cli_rejects_a_bad_spec() -> None:
 
     result = CliRunner().invoke(app, ["serve", "prm", "--prm", "nonsense", "--port", "0"])
     assert result.exit_code == 2
-    assert "unknown scorer 'nonsense'" in result.output
+    assert "--prm nonsense: unknown scorer" in " ".join(result.output.split())

@@ -10,14 +10,19 @@ from collections.abc import Iterator, Sequence
 import httpx
 import pytest
 
+from testtime.retry import RetryPolicy
+from testtime.scoring.base import ScoreResult
+from testtime.scoring.coalesce import Coalescer
 from testtime.scoring.registry import build_scorer
-from testtime.scoring.remote import RemoteScorer, RemoteScorerError, RetryPolicy, split_url
 from testtime.scoring.self_certainty import SelfCertaintyScorer
-from testtime.scoring.serve import BackgroundServer, Coalescer, ServeConfig
-from testtime.testing import RuleScorer, keyword_rule
+from testtime.scoring.service.client import RemoteScorer, RemoteScorerError
+from testtime.scoring.service.http import Timeouts, split_url
+from testtime.scoring.service.server import BackgroundServer, ServeConfig
+from testtime.testing import RuleScorer, keyword_rule, scored_tokens
 from testtime.types import ScoreRequest, Step
 
-FAST_RETRY = RetryPolicy(max_retries=2, backoff_s=0.01, timeout_s=30, connect_timeout_s=2)
+FAST_RETRY = RetryPolicy(max_retries=2, base_delay_s=0.01)
+FAST = {"retry": FAST_RETRY, "timeouts": Timeouts(read_s=30, connect_s=2)}
 KEY = "s3cret-key"
 
 
@@ -34,7 +39,7 @@ class SlowScorer(RuleScorer):
         self.fail_first = fail_first
         self.calls: list[int] = []
 
-    async def score(self, requests: Sequence[ScoreRequest]) -> list[list[float]]:
+    async def score(self, requests: Sequence[ScoreRequest]) -> ScoreResult:
         self.calls.append(len(requests))
         await asyncio.sleep(self.delay_s)
         if len(self.calls) <= self.fail_first:
@@ -73,21 +78,21 @@ def good_body() -> str:
 
 
 def test_score_round_trip_and_token_counts(server: BackgroundServer) -> None:
-    client = RemoteScorer.connect(server.url, api_key=KEY, retry=FAST_RETRY)
+    client = RemoteScorer.connect(server.url, api_key=KEY, **FAST)
     assert client.name == "rule"  # the served scorer's own name
-    assert asyncio.run(client.score(REQUESTS)) == EXPECTED
-    reference = rule_scorer()
-    assert client.scored_tokens(REQUESTS) == reference.scored_tokens(REQUESTS)
-    assert client.scored_tokens(REQUESTS[:1]) == reference.scored_tokens(REQUESTS[:1])
-    # Never scored: counted by /v1/tokens.
-    fresh = [req("Another question here", "one two three")]
-    assert client.scored_tokens(fresh) == reference.scored_tokens(fresh) == 6
+    result = asyncio.run(client.score(REQUESTS))
+    assert result.scores == EXPECTED
+    # The tokens the served scorer read come back per request, with the scores.
+    assert result.tokens == [scored_tokens(r) for r in REQUESTS]
+    assert result.tokens == asyncio.run(rule_scorer().score(REQUESTS)).tokens
+    assert client.param_count is None  # a model-free scorer: no PRM FLOPs to bill
 
 
 def test_health_info_and_empty_steps(server: BackgroundServer) -> None:
     assert httpx.get(server.url + "/health").json() == {"status": "ok"}  # no key needed
     info = httpx.get(server.url + "/v1/info", headers={"Authorization": f"Bearer {KEY}"})
-    assert info.json() == {"name": "rule", "max_request_bytes": 4096, "max_steps": 8}
+    assert info.json() == {"name": "rule", "params": None, "max_input_tokens": None,
+                           "max_request_bytes": 4096, "max_steps": 8}
     r = post(server, json.dumps({"requests": [{"question": "q", "steps": []}]}))
     assert r.status_code == 200 and r.json()["scores"] == [[]]
     r = post(server, json.dumps({"requests": []}))
@@ -125,22 +130,22 @@ def test_bad_requests_get_4xx_and_server_keeps_serving(
 
 
 def test_remote_client_reports_4xx_with_the_servers_message(server: BackgroundServer) -> None:
-    client = RemoteScorer(server.url, api_key="wrong", retry=FAST_RETRY)
+    client = RemoteScorer(server.url, api_key="wrong", **FAST)
     with pytest.raises(RemoteScorerError, match=r"HTTP 401.*API key"):
         asyncio.run(client.score(REQUESTS))
     with pytest.raises(RemoteScorerError, match="401"):
-        RemoteScorer.connect(server.url, api_key="wrong", retry=FAST_RETRY)
+        RemoteScorer.connect(server.url, api_key="wrong", **FAST)
 
 
 def test_api_key_from_url_or_environment(server: BackgroundServer,
                                          monkeypatch: pytest.MonkeyPatch) -> None:
     host_port = server.url.removeprefix("http://")
-    from_url = RemoteScorer(f"http://{KEY}@{host_port}/", retry=FAST_RETRY)
+    from_url = RemoteScorer(f"http://{KEY}@{host_port}/", **FAST)
     assert from_url.url == server.url and KEY not in from_url.name
-    assert asyncio.run(from_url.score(REQUESTS)) == EXPECTED
+    assert asyncio.run(from_url.score(REQUESTS)).scores == EXPECTED
     monkeypatch.setenv("TESTTIME_PRM_API_KEY", KEY)
     from_env = build_scorer(server.url)
-    assert asyncio.run(from_env.score(REQUESTS)) == EXPECTED
+    assert asyncio.run(from_env.score(REQUESTS)).scores == EXPECTED
     assert split_url("https://user:pw@example.org:8443/x/") == ("https://example.org:8443/x", "pw")
     with pytest.raises(ValueError, match="http://HOST:PORT"):
         split_url("ftp://example.org")
@@ -148,10 +153,10 @@ def test_api_key_from_url_or_environment(server: BackgroundServer,
 
 def test_client_splits_large_calls_into_several_bodies(server: BackgroundServer) -> None:
     many = [req(f"Question {i}?", "good " * (i % 5), "bad") for i in range(40)]
-    client = RemoteScorer(server.url, api_key=KEY, retry=FAST_RETRY, max_body_bytes=600)
-    scores = asyncio.run(client.score(many))
+    client = RemoteScorer(server.url, api_key=KEY, max_body_bytes=600, **FAST)
+    result = asyncio.run(client.score(many))
     assert client.posts > 3  # each body stays under the server's 4096-byte limit
-    assert scores == asyncio.run(rule_scorer().score(many))
+    assert result == asyncio.run(rule_scorer().score(many))
 
 
 def test_steps_carry_token_statistics() -> None:
@@ -161,7 +166,7 @@ def test_steps_carry_token_statistics() -> None:
     requests = [ScoreRequest("q", steps)]
     local = asyncio.run(SelfCertaintyScorer("confidence").score(requests))
     with BackgroundServer(SelfCertaintyScorer("confidence")) as srv:
-        remote = RemoteScorer.connect(srv.url, retry=FAST_RETRY)
+        remote = RemoteScorer.connect(srv.url, **FAST)
         assert asyncio.run(remote.score(requests)) == local
         # The same scorer rejects steps without statistics: a 4xx, not a crash.
         with pytest.raises(RemoteScorerError, match="HTTP 422.*log-probabilities"):
@@ -172,13 +177,13 @@ def test_steps_carry_token_statistics() -> None:
 def test_concurrent_clients_are_batched() -> None:
     slow = SlowScorer(delay_s=0.3)
     with BackgroundServer(slow) as srv:
-        clients = [RemoteScorer(srv.url, retry=FAST_RETRY) for _ in range(8)]
+        clients = [RemoteScorer(srv.url, **FAST) for _ in range(8)]
 
-        async def all_clients() -> list[list[list[float]]]:
+        async def all_clients() -> list[ScoreResult]:
             return await asyncio.gather(*(
                 c.score([req(f"q{i}", "good", "bad" * (i + 1))]) for i, c in enumerate(clients)))
 
-        results = asyncio.run(all_clients())
+        results = [r.scores for r in asyncio.run(all_clients())]
     assert results == [[[0.9, 0.1]]] * 8
     assert sum(slow.calls) == 8  # every request was scored once...
     assert len(slow.calls) < 8  # ...in fewer scorer calls than HTTP requests
@@ -188,25 +193,28 @@ def test_concurrent_clients_are_batched() -> None:
 def test_coalescer_merges_calls_made_while_busy() -> None:
     seen: list[int] = []
 
-    async def fn(requests: list[ScoreRequest]) -> list[list[float]]:
+    async def fn(requests: list[ScoreRequest]) -> ScoreResult:
         seen.append(len(requests))
         await asyncio.sleep(0.05)
-        return [[float(len(r.steps))] * len(r.steps) for r in requests]
+        return ScoreResult([[float(len(r.steps))] * len(r.steps) for r in requests],
+                           [len(r.steps) for r in requests])
 
     coalescer = Coalescer(fn)
 
-    async def main() -> list[list[list[float]]]:
+    async def main() -> list[ScoreResult]:
         return await asyncio.gather(*(coalescer([req("q", *["s"] * k)]) for k in range(1, 6)))
 
-    assert asyncio.run(main()) == [[[float(k)] * k] for k in range(1, 6)]
+    got = asyncio.run(main())
+    assert [r.scores for r in got] == [[[float(k)] * k] for k in range(1, 6)]
+    assert [r.tokens for r in got] == [[k] for k in range(1, 6)]  # usage split per caller
     assert seen == [1, 4] and coalescer.calls == 2
 
 
 def test_5xx_is_retried_then_succeeds() -> None:
     flaky = SlowScorer(delay_s=0.0, fail_first=1)
     with BackgroundServer(flaky) as srv:
-        client = RemoteScorer(srv.url, retry=FAST_RETRY)
-        assert asyncio.run(client.score(REQUESTS[:1])) == [[0.9, 0.1, 0.5]]
+        client = RemoteScorer(srv.url, **FAST)
+        assert asyncio.run(client.score(REQUESTS[:1])).scores == [[0.9, 0.1, 0.5]]
         raw = httpx.post(srv.url + "/v1/score", content=good_body())
     assert len(flaky.calls) == 3  # failed once (500), retried, then the raw post
     assert raw.status_code == 200
@@ -217,11 +225,11 @@ def test_server_down_gives_a_clear_error_naming_the_url() -> None:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     url = f"http://127.0.0.1:{port}"
-    client = RemoteScorer(url, retry=FAST_RETRY)
+    client = RemoteScorer(url, **FAST)
     with pytest.raises(RemoteScorerError, match=rf"{url}.*not reachable after 3 attempts"):
         asyncio.run(client.score(REQUESTS))
     with pytest.raises(RemoteScorerError, match=rf"{url} is not reachable"):
-        RemoteScorer.connect(url, retry=FAST_RETRY)
+        RemoteScorer.connect(url, **FAST)
 
 
 def test_serve_config_validates() -> None:

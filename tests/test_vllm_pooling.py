@@ -24,7 +24,7 @@ from transformers import AutoTokenizer
 
 from testtime.scoring.prm import PRM_FAMILIES
 from testtime.scoring.registry import build_scorer
-from testtime.scoring.vllm_pooling import VLLMPoolingScorer, infer_family, parse_spec
+from testtime.scoring.service.vllm_pooling import VLLMPoolingScorer, infer_family, parse_spec
 
 QWEN_GOLDEN = (
     "<|im_start|>system\nPlease reason step by step, and put your final answer within "
@@ -133,7 +133,7 @@ def fake_factory() -> Iterator[Callable[..., FakeVLLM]]:
 
 
 def in_process(family: str, ckpt: str) -> list[list[float]]:
-    return PRM_FAMILIES[family](ckpt, "cpu").score_sync(REQUESTS)
+    return PRM_FAMILIES[family](ckpt, "cpu").score_sync(REQUESTS).scores
 
 
 @pytest.mark.parametrize(
@@ -155,7 +155,8 @@ def test_scores_match_in_process_adapter(
     fake = fake_factory(ckpt, add_special, rows)
     scorer = build_scorer(f"vllm-pooling:{family}:{ckpt}@{fake.url}")
     assert isinstance(scorer, VLLMPoolingScorer) and scorer.name == f"{family}:{ckpt}"
-    got = asyncio.run(scorer.score(REQUESTS))
+    result = asyncio.run(scorer.score(REQUESTS))
+    got = result.scores
     want = in_process(family, ckpt)
     assert [len(g) for g in got] == [len(r.steps) for r in REQUESTS]
     for g, w in zip(got, want, strict=True):
@@ -168,8 +169,7 @@ def test_scores_match_in_process_adapter(
         assert body["input"][0] == golden
     else:
         assert body["input"][0].count("<|start_header_id|>assistant<|end_header_id|>\n\n+") == 2
-    assert scorer.scored_tokens(REQUESTS) == PRM_FAMILIES[family](ckpt, "cpu").scored_tokens(
-        REQUESTS)
+    assert result.tokens == asyncio.run(PRM_FAMILIES[family](ckpt, "cpu").score(REQUESTS)).tokens
 
 
 def test_wrong_pooler_config_is_reported(ckpts: dict[str, str],
@@ -189,7 +189,7 @@ def test_server_errors_name_the_url(ckpts: dict[str, str],
     scorer = VLLMPoolingScorer(ckpt, fake.url, "qwen_prm")
     with pytest.raises(RuntimeError, match=rf"{fake.url}/pooling rejected.*HTTP 400.*not served"):
         asyncio.run(scorer.score(REQUESTS[:1]))
-    assert asyncio.run(scorer.score([REQUESTS[3]])) == [[]]  # nothing to post
+    assert asyncio.run(scorer.score([REQUESTS[3]])).scores == [[]]  # nothing to post
 
 
 def test_spec_parsing() -> None:

@@ -12,15 +12,8 @@ from testtime.grading.extract import answer_key
 MAX_PAIRWISE_GROUPS = 32
 
 
-async def grade_and_group(
-    texts: Sequence[str], reference: str, grader: Grader
-) -> tuple[list[str | None], list[bool], list[int | None]]:
-    """Extracted answers, correctness against ``reference``, and answer-group ids.
-
-    Two answers share a group when their normalised strings are equal or Math-Verify finds
-    them equivalent (checked between group representatives, in one batch with the grading).
-    """
-    answers = [extract_answer(t) for t in texts]
+def _string_groups(answers: Sequence[str | None]) -> tuple[list[str], list[int | None]]:
+    """Representatives and group ids by normalised answer string (None: no answer)."""
     keys: dict[str, int] = {}
     reps: list[str] = []
     groups: list[int | None] = []
@@ -33,14 +26,17 @@ async def grade_and_group(
             keys[k] = len(reps)
             reps.append(a)
         groups.append(keys[k])
-    pairs: list[tuple[str | None, str]] = [(a, reference) for a in answers]
-    merge: list[tuple[int, int]] = []
-    if 1 < len(reps) <= MAX_PAIRWISE_GROUPS:
-        merge = [(i, j) for i in range(len(reps)) for j in range(i + 1, len(reps))]
-        pairs += [(reps[i], reps[j]) for i, j in merge]
-    results = await grader.agrade_many(pairs)
-    correct = [r.correct for r in results[: len(answers)]]
-    parent = list(range(len(reps)))
+    return reps, groups
+
+
+def _merge_pairs(reps: Sequence[str]) -> list[tuple[int, int]]:
+    if not 1 < len(reps) <= MAX_PAIRWISE_GROUPS:
+        return []
+    return [(i, j) for i in range(len(reps)) for j in range(i + 1, len(reps))]
+
+
+def _union(n: int, merge: Sequence[tuple[int, int]], equal: Sequence[bool]) -> list[int]:
+    parent = list(range(n))
 
     def find(x: int) -> int:
         while parent[x] != x:
@@ -48,7 +44,42 @@ async def grade_and_group(
             x = parent[x]
         return x
 
-    for (i, j), r in zip(merge, results[len(answers) :], strict=True):
-        if r.correct:
+    for (i, j), same in zip(merge, equal, strict=True):
+        if same:
             parent[find(j)] = find(i)
-    return answers, correct, [None if g is None else find(g) for g in groups]
+    return [find(i) for i in range(n)]
+
+
+async def _grouped(texts: Sequence[str], grader: Grader, reference: str | None
+                   ) -> tuple[list[str | None], list[bool], list[int | None]]:
+    answers = [extract_answer(t) for t in texts]
+    reps, groups = _string_groups(answers)
+    merge = _merge_pairs(reps)
+    pairs: list[tuple[str | None, str]] = []
+    if reference is not None:
+        pairs += [(a, reference) for a in answers]
+    pairs += [(reps[i], reps[j]) for i, j in merge]
+    results = await grader.agrade_many(pairs) if pairs else []
+    graded = len(answers) if reference is not None else 0
+    correct = [r.correct for r in results[:graded]]
+    root = _union(len(reps), merge, [r.correct for r in results[graded:]])
+    return answers, correct, [None if g is None else root[g] for g in groups]
+
+
+async def group_answers(texts: Sequence[str], grader: Grader
+                        ) -> tuple[list[str | None], list[int | None]]:
+    """Extracted answers and answer-group ids (no reference answer is looked at).
+
+    Two answers share a group when their normalised strings are equal or Math-Verify finds
+    them equivalent (checked between group representatives, in one batch).
+    """
+    answers, _, groups = await _grouped(texts, grader, None)
+    return answers, groups
+
+
+async def grade_and_group(
+    texts: Sequence[str], reference: str, grader: Grader
+) -> tuple[list[str | None], list[bool], list[int | None]]:
+    """Extracted answers, correctness against ``reference``, and answer-group ids (as
+    :func:`group_answers`; grading and grouping share one Math-Verify batch)."""
+    return await _grouped(texts, grader, reference)

@@ -5,7 +5,7 @@ Validates only; loading models or data happens in the runner.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -13,7 +13,7 @@ from testtime.search.base import SamplingConfig, SearchConfig
 
 CONFIG_VERSION = 1
 #: Fields that may change between a run and its resumption without changing any result.
-RESUME_FREE_FIELDS = frozenset({"data_dir", "max_concurrent_problems", "progress"})
+RESUME_FREE_FIELDS = frozenset({"data_dir", "max_concurrent_problems", "progress", "compare"})
 
 
 class DatasetConfig(BaseModel):
@@ -31,6 +31,41 @@ class DatasetConfig(BaseModel):
     """Take only the first K problems (after ``ids``)."""
     ids: tuple[str, ...] | None = None
     """Take only these problem ids."""
+
+
+class AdaptiveSettings(BaseModel):
+    """How the adaptive solver (``--method adaptive``) spends its budget (see
+    :mod:`testtime.analysis.adaptive`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    table: str
+    """Path of the ``optimal_table.json`` written by ``testtime analyze``."""
+    budget: int = Field(ge=1)
+    """Target generations per problem (B)."""
+    pilot: int = Field(default=4, ge=1)
+    """Pilot samples per problem (counted in the budget)."""
+    scheme: Literal["absolute", "quantile", "all"] = "absolute"
+    """Binning of the table to use."""
+    stop_agreement: float = Field(default=1.0, ge=0.0, le=1.0)
+    """Pilot agreement at or above which (with ``stop_score``) the pilot answer is final."""
+    stop_score: float = Field(default=0.5, ge=0.0, le=1.0)
+    """Mean last-step score needed for an early stop."""
+    margin: float = Field(default=0.1, ge=0.0)
+    """Distance of the estimate to a bin boundary below which the pilot is uncertain."""
+    disagreement: float = Field(default=0.4, ge=0.0)
+    """|agreement - mean score| above which the pilot is uncertain."""
+    escalation: int = Field(default=2, ge=1)
+    """Budget multiplier for uncertain problems."""
+    compare: tuple[str, ...] = ()
+    """Fixed-method run directories the summary compares with (on the same problems)."""
+
+    @model_validator(mode="after")
+    def _check(self) -> AdaptiveSettings:
+        if self.pilot > self.budget:
+            raise ValueError(f"adaptive.pilot ({self.pilot}) must not exceed adaptive.budget "
+                             f"({self.budget})")
+        return self
 
 
 class RunConfig(BaseModel):
@@ -58,12 +93,23 @@ class RunConfig(BaseModel):
     """Temperature, top-p and seed."""
     max_concurrent_problems: int = Field(default=64, ge=1)
     """Problems searched at once (their requests are batched together)."""
+    adaptive: AdaptiveSettings | None = None
+    """Settings of the adaptive solver; set exactly when ``search.method`` is ``adaptive``."""
 
     @model_validator(mode="after")
     def _check(self) -> RunConfig:
+        from testtime.search import METHODS
+
         s = self.search
+        if s.method not in METHODS:
+            raise ValueError(f"search.method: unknown method {s.method!r}; known: "
+                             f"{', '.join(sorted(METHODS))}")
         if s.method in ("beam_search", "dvts") and s.n % s.beam_width:
-            raise ValueError(f"search.n={s.n} must be divisible by beam_width={s.beam_width}")
+            raise ValueError(f"search.n={s.n} must be a multiple of "
+                             f"search.beam_width={s.beam_width}")
+        if (s.method == "adaptive") != (self.adaptive is not None):
+            raise ValueError("adaptive settings (a table and a budget) go with method "
+                             "'adaptive', and only with it")
         return self
 
 

@@ -180,6 +180,19 @@ def resolve_params(model: str) -> tuple[str, ParamCount]:
     return name, count_parameters(KNOWN_CONFIGS[name])
 
 
+def known_param_count(*specs: str) -> ParamCount | None:
+    """``ParamCount`` of the first spec naming a known model or a ``config.json`` directory
+    (for backends and clients without a loaded transformers model), else None."""
+    for spec in specs:
+        if not spec:
+            continue
+        try:
+            return resolve_params(spec)[1]
+        except (ValueError, OSError):
+            continue
+    return None
+
+
 def params_of(obj: Any) -> ParamCount | None:
     """Parameters of a loaded policy or scorer, or None when it has no model (fakes, model-free
     scorers). Looks at ``param_count`` (a ``ParamCount`` a fake may carry), then the model

@@ -59,6 +59,8 @@ class ComputeRecord(BaseModel):
     completion_tokens: int = 0
     scored_tokens: int = 0
     scorer_calls: int = 0
+    nonfinite_scores: int = 0
+    """Step scores the scorer returned as NaN or infinite (stored as null; they rank lowest)."""
     policy_flops: float = 0.0
     """``2 * N_policy * (prompt + completion tokens)``; 0 when the policy has no known size."""
     prm_flops: float = 0.0
@@ -86,11 +88,16 @@ class ProblemRecord(BaseModel):
     metadata: dict[str, Any] = Field(default_factory=dict)
     method: str
     n: int
+    scorer: str = ""
+    """The step scorer (``--prm``) whose scores the ``prm_*`` rules used: a PRM, or a
+    model-free scorer such as ``self-certainty`` (then the rules are not PRM rules at all)."""
     candidates: list[CandidateRecord] = Field(default_factory=list)
     predictions: dict[str, dict[str, PredictionRecord]] = Field(default_factory=dict)
     """Budget (as a string, JSON keys) -> rule -> prediction."""
     compute: ComputeRecord = Field(default_factory=ComputeRecord)
     tree: list[NodeRecord] = Field(default_factory=list)
+    info: dict[str, Any] = Field(default_factory=dict)
+    """What the search method decided (the adaptive solver: ``info["adaptive"]``)."""
     wall_time_s: float = 0.0
     attempts: int = 1
     """Times the search was started in the invocation that wrote this record (1: no retry)."""

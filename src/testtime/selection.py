@@ -16,11 +16,28 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+
+def finite(x: float | None) -> float:
+    """``x``, or ``-inf`` when it is None, NaN or infinite: a scorer's non-finite (or missing)
+    score ranks below every real one, whatever the order of the candidates."""
+    return x if x is not None and math.isfinite(x) else -math.inf
+
+
+def _agg(fn: Callable[[Sequence[float]], float]) -> Callable[[Sequence[float]], float]:
+    """An aggregation that is ``-inf`` for a path with any non-finite step score."""
+    def agg(s: Sequence[float]) -> float:
+        if not s:
+            return 0.0
+        vals = [finite(x) for x in s]
+        return -math.inf if -math.inf in vals else fn(vals)
+    return agg
+
+
 AGGREGATIONS: dict[str, Callable[[Sequence[float]], float]] = {
-    "min": lambda s: min(s) if s else 0.0,
-    "last": lambda s: s[-1] if s else 0.0,
-    "avg": lambda s: sum(s) / len(s) if s else 0.0,
-    "prod": lambda s: math.prod(s) if s else 0.0,
+    "min": _agg(min),
+    "last": _agg(lambda s: s[-1]),
+    "avg": _agg(lambda s: sum(s) / len(s)),
+    "prod": _agg(math.prod),
 }
 
 #: Rule names in display order; ``oracle`` last because it is not a real method.
@@ -68,8 +85,8 @@ def select(rule: str, cands: Sequence[Scored]) -> Choice:
             return Choice(None, False)
         best = max(range(len(cands)), key=lambda i: (scores[i], -i))
         return Choice(best, cands[best].correct)
-    if sel == "vote":
-        return _vote(cands, scores)
+    if sel == "vote":  # a path without a finite score adds nothing to its answer's weight
+        return _vote(cands, [x if math.isfinite(x) else 0.0 for x in scores])
     raise ValueError(f"unknown selection rule {rule!r}; known: {', '.join(RULES)}")
 
 

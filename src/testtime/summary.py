@@ -16,7 +16,21 @@ if TYPE_CHECKING:
 
 SUMMARY_VERSION = 1
 COMPUTE_FIELDS = ("policy_calls", "generations", "prompt_tokens", "completion_tokens",
-                  "scored_tokens", "policy_flops", "prm_flops")
+                  "scored_tokens", "nonfinite_scores", "policy_flops", "prm_flops")
+#: Scorers that are not process reward models: their "prm_*" rules read other step scores.
+MODEL_FREE_SCORERS = frozenset({"self-certainty", "confidence", "oracle"})
+
+
+def scorer_note(scorer: str) -> str:
+    """What the ``prm_*`` rules aggregated, for tables and ``summary.json``."""
+    if scorer in ("self-certainty", "confidence"):
+        return (f"prm_* rules use {scorer} step scores from the policy's own token "
+                f"statistics (no PRM)")
+    if scorer == "oracle":
+        return "prm_* rules use the outcome oracle (reference answers: an upper bound, no PRM)"
+    if scorer.startswith("judge"):
+        return f"prm_* rules use LLM-as-judge step scores ({scorer})"
+    return f"prm_* rules use step scores of the PRM {scorer}"
 
 
 def summarize(
@@ -26,7 +40,7 @@ def summarize(
     total: int,
     wall_time_s: float,
     computed: int,
-    policy: Any = None,
+    batch_stats: Any = None,
 ) -> dict[str, Any]:
     """Accuracy per budget and rule (failed problems count as wrong), per level, and totals."""
     ok = [r for r in records if r.error is None]
@@ -56,6 +70,7 @@ def summarize(
         "n": int(full),
         "policy": config.policy,
         "prm": config.prm,
+        "scores_from": scorer_note(config.prm),
         "problems": total,
         "completed": len(ok),
         "errors": len(records) - len(ok),
@@ -68,7 +83,7 @@ def summarize(
         "computed_this_session": computed,
         "labels": {ORACLE: "oracle pass@N: an upper bound for analysis, not a method"},
     }
-    stats = getattr(policy, "batch_stats", None)
+    stats = batch_stats
     if stats is not None and stats.calls:
         out["policy_batches"] = {"calls": stats.calls, "mean_rows": round(stats.mean_rows, 2),
                                  "max_rows": stats.max_rows}
@@ -81,33 +96,34 @@ def _correct(r: ProblemRecord, budget: str, rule: str) -> bool:
 
 def summary_tables(summary: dict[str, Any]) -> list[Table]:
     """Rich tables: accuracy per rule and budget, accuracy per level, compute and time."""
-    from rich.table import Table
+    from testtime.tables import column, table
 
     acc = summary["accuracy"]
-    t = Table(title=f"{summary['method']} on {summary['dataset']} "
-                    f"({summary['completed']}/{summary['problems']} problems, "
-                    f"{summary['errors']} errors)")
-    t.add_column("selection rule")
+    t = table(f"{summary['method']} on {summary['dataset']} "
+              f"({summary['completed']}/{summary['problems']} problems, "
+              f"{summary['errors']} errors)",
+              caption=summary.get("scores_from") or scorer_note(summary["prm"]))
+    column(t, "selection rule")
     for b in acc:
-        t.add_column(f"N={b}", justify="right")
+        column(t, f"N={b}", numeric=True)
     for rule in RULES:
         label = "oracle pass@N (upper bound)" if rule == ORACLE else rule
         t.add_row(label, *(f"{acc[b][rule]:.1%}" for b in acc))
     tables = [t]
     if summary["accuracy_by_level"]:
-        lv = Table(title=f"accuracy by level at N={summary['n']}")
-        lv.add_column("level")
-        lv.add_column("problems", justify="right")
+        lv = table(f"accuracy by level at N={summary['n']}")
+        column(lv, "level")
+        column(lv, "problems", numeric=True)
         for rule in ("majority", "prm_last_max", "prm_min_vote", ORACLE):
-            lv.add_column(rule, justify="right")
+            column(lv, rule, numeric=True)
         for level, row in summary["accuracy_by_level"].items():
             lv.add_row(level, str(row["problems"]),
                        *(f"{row[r]:.0%}" for r in ("majority", "prm_last_max", "prm_min_vote",
                                                    ORACLE)))
         tables.append(lv)
-    c = Table(title="compute")
-    c.add_column("total")
-    c.add_column("value", justify="right")
+    c = table("compute")
+    column(c, "total")
+    column(c, "value", numeric=True)
     for k, v in summary["compute"].items():
         c.add_row(k, f"{v:.3g}" if k.endswith("flops") else f"{v:,}")
     c.add_row("wall time", f"{summary['wall_time_s']:.1f} s")

@@ -13,6 +13,8 @@ from collections.abc import Callable, Mapping, Sequence
 
 from testtime.policy.batching import RequestBatcher
 from testtime.policy.completion import build_completion
+from testtime.resources import AsyncResource
+from testtime.scoring.base import ScorerBase, ScoreResult
 from testtime.types import (
     ChatMessage,
     Completion,
@@ -60,7 +62,7 @@ def problem_text(messages: tuple[ChatMessage, ...]) -> str:
     return messages[-1].content
 
 
-class ScriptedPolicy:
+class ScriptedPolicy(AsyncResource):
     """Deterministic policy: continuation = ``script(problem, prefix, index, params)``.
 
     The sample index counts the samples already drawn for the same (problem, prefix), so
@@ -123,10 +125,10 @@ class ScriptedPolicy:
         return out
 
 
-class RuleScorer:
+class RuleScorer(ScorerBase):
     """Step scorer from a rule ``(question, steps so far, step) -> score``.
 
-    ``scored_tokens`` counts the fake tokens of question plus steps, like a PRM's input.
+    The tokens of a request are the fake tokens of question plus steps, like a PRM's input.
     """
 
     def __init__(self, rule: Callable[[str, Sequence[Step], Step], float],
@@ -135,21 +137,19 @@ class RuleScorer:
         self.name = name
         self.requests: list[ScoreRequest] = []
 
-    async def score(self, requests: Sequence[ScoreRequest]) -> list[list[float]]:
+    async def score(self, requests: Sequence[ScoreRequest]) -> ScoreResult:
         self.requests.extend(requests)
-        return [
-            [self.rule(r.question, r.steps[:i], s) for i, s in enumerate(r.steps)]
-            for r in requests
-        ]
-
-    def scored_tokens(self, requests: Sequence[ScoreRequest]) -> int:
-        return sum(
-            len(fake_tokens(r.question)) + sum(len(fake_tokens(s.text)) for s in r.steps)
-            for r in requests
+        return ScoreResult(
+            [[self.rule(r.question, r.steps[:i], s) for i, s in enumerate(r.steps)]
+             for r in requests],
+            [scored_tokens(r) for r in requests],
         )
 
-    async def aclose(self) -> None:
-        return None
+
+def scored_tokens(request: ScoreRequest) -> int:
+    """The fake tokens of a request's question and steps (what :class:`RuleScorer` reads)."""
+    return len(fake_tokens(request.question)) + sum(len(fake_tokens(s.text))
+                                                    for s in request.steps)
 
 
 def tree_policy(tree: Mapping[str, Sequence[str]], default: str = "\\boxed{0}") -> ScriptedPolicy:

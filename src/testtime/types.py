@@ -11,6 +11,8 @@ from typing import Any, Literal
 
 #: A step of a solution ends at (and includes) a blank line.
 STEP_DELIMITER = "\n\n"
+#: A solution's final answer is written in ``\boxed{...}``: a step holding it ends the path.
+BOXED = "\\boxed"
 
 Role = Literal["system", "user", "assistant"]
 FinishReason = Literal["stop", "length", "eos"]

@@ -1,6 +1,10 @@
 """The adaptive solver: spend a per-problem budget the way the compute-optimal table says.
 
-For each problem (no reference answer is used for any decision):
+It is a search method (``--method adaptive``; ``testtime run --strategy optimal`` and
+``testtime adaptive`` set it), so it runs through the runner like any other: retries, error
+records, resume, one record per problem. Its settings are ``RunConfig.adaptive``
+(:class:`testtime.config.AdaptiveSettings`). For each problem (no reference answer is used for
+any decision):
 
 1. Pilot: ``pilot`` independent samples (Best-of-N), scored by the PRM. Their *agreement*
    (share of the pilot in the largest answer group; unanswered samples count against it) is
@@ -15,59 +19,33 @@ For each problem (no reference answer is used for any decision):
    at that budget; a Best-of-N choice reuses the pilot samples as its first candidates. The
    strategy's selection rule picks the answer (``predictions[n]["adaptive"]``).
 
-The output directory holds ``adaptive.json`` (settings), ``results.jsonl`` (one record per
-problem; ``metadata["adaptive"]`` tells what was decided) and ``summary.json``, which compares
-accuracy and mean compute with the best fixed strategy at the same mean budget (linear
-interpolation in generations between measured budgets, no extrapolation).
+What was decided goes into the record's ``info["adaptive"]``; the run's ``summary.json`` gets
+an ``adaptive`` section (:mod:`testtime.analysis.adaptive_summary`) comparing accuracy and mean
+compute with the best fixed strategy at the same mean budget.
 """
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
-import json
+import functools
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from testtime.analysis.difficulty import Binning
 from testtime.analysis.optimal import load_table
 from testtime.analysis.runs import Strategy
-from testtime.config import RunConfig
-from testtime.flops import FlopCosts, costs_for_specs
-from testtime.records import PredictionRecord, ProblemRecord, RecordStore, dump_json
-from testtime.search.base import SearchContext, SearchResult
+from testtime.search.base import SearchContext, SearchFn, SearchResult
+from testtime.types import Problem
 
-SETTINGS_FILE = "adaptive.json"
+if TYPE_CHECKING:
+    from testtime.config import AdaptiveSettings, RunConfig
+    from testtime.records import ProblemRecord
 
-
-@dataclass(frozen=True)
-class AdaptiveConfig:
-    """How the solver spends its budget."""
-
-    budget: int
-    """Target generations per problem (B)."""
-    pilot: int = 4
-    """Pilot samples per problem (counted in the budget)."""
-    scheme: str = "absolute"
-    """Binning of the table to use (``absolute``, ``quantile`` or ``all``)."""
-    stop_agreement: float = 1.0
-    """Pilot agreement at or above which (with ``stop_score``) the pilot answer is final."""
-    stop_score: float = 0.5
-    """Mean last-step score needed for an early stop."""
-    margin: float = 0.1
-    """Distance of the estimate to a bin boundary below which the pilot is uncertain."""
-    disagreement: float = 0.4
-    """|agreement - mean score| above which the pilot is uncertain."""
-    escalation: int = 2
-    """Budget multiplier for uncertain problems."""
-
-    def __post_init__(self) -> None:
-        if self.budget < 1 or self.pilot < 1 or self.escalation < 1:
-            raise ValueError("budget, pilot and escalation must be >= 1")
-        if self.pilot > self.budget:
-            raise ValueError(f"pilot ({self.pilot}) must not exceed the budget ({self.budget})")
+#: The prediction key of the solver's own pick in every record.
+ADAPTIVE = "adaptive"
 
 
 @dataclass
@@ -106,7 +84,15 @@ def plan_from_table(table: dict[str, Any], policy: str, prm: str, scheme: str) -
     return Plan(binning, choices, fixed)
 
 
-def pilot_estimate(groups: list[int | None], last_scores: list[float]) -> tuple[float, float]:
+def load_plan(config: RunConfig) -> Plan:
+    """The plan of ``config.adaptive.table`` for the run's policy and PRM."""
+    settings = _settings(config)
+    return plan_from_table(load_table(Path(settings.table)), config.policy, config.prm,
+                           settings.scheme)
+
+
+def pilot_estimate(groups: Sequence[int | None],
+                   last_scores: Sequence[float]) -> tuple[float, float]:
     """(agreement, mean last-step score) of the pilot samples."""
     counts = Counter(g for g in groups if g is not None)
     agreement = max(counts.values()) / len(groups) if counts else 0.0
@@ -114,7 +100,7 @@ def pilot_estimate(groups: list[int | None], last_scores: list[float]) -> tuple[
     return agreement, score
 
 
-def decide(plan: Plan, cfg: AdaptiveConfig, agreement: float,
+def decide(plan: Plan, cfg: AdaptiveSettings, agreement: float,
            score: float) -> tuple[str, bool, bool]:
     """(bin, stop after the pilot, escalate) for one pilot."""
     stop = agreement >= cfg.stop_agreement and score >= cfg.stop_score
@@ -130,23 +116,33 @@ def decide(plan: Plan, cfg: AdaptiveConfig, agreement: float,
 
 def merge(a: SearchResult, b: SearchResult) -> SearchResult:
     """Candidates of ``a`` then ``b`` (independent samples), trees and compute combined."""
-    off, units = len(a.tree), 1 + max((c.group for c in a.candidates), default=-1)
+    off, units = len(a.tree), 1 + max((c.origin for c in a.candidates), default=-1)
     tree = list(a.tree) + [dataclasses.replace(t, id=t.id + off,
                                                parent=t.parent + off if t.parent >= 0 else -1)
                            for t in b.tree]
     cands = list(a.candidates) + [dataclasses.replace(c, node_ids=[i + off for i in c.node_ids],
-                                                      group=c.group + units)
+                                                      origin=c.origin + units)
                                   for c in b.candidates]
     compute = dataclasses.replace(a.compute)
     compute.add(b.compute)
     return SearchResult(cands, compute, tree, independent_prefixes=False)
 
 
-async def solve(problem: Any, ctx: SearchContext, plan: Plan, cfg: AdaptiveConfig,
-                run_cfg: RunConfig, grader: Any) -> ProblemRecord:
-    """Pilot, decide, spend; the record of one problem."""
-    from testtime.answers import grade_and_group
-    from testtime.runner import build_record
+def _settings(config: RunConfig) -> AdaptiveSettings:
+    if config.adaptive is None:
+        raise ValueError("method 'adaptive' needs adaptive settings (--table and --budget)")
+    return config.adaptive
+
+
+def make(config: RunConfig) -> SearchFn:
+    """The search function of a run: :func:`solve` with the run's plan (the table is read
+    here, once, while the run is being built)."""
+    return functools.partial(solve, plan=load_plan(config), cfg=_settings(config))
+
+
+async def solve(problem: Problem, ctx: SearchContext, *, plan: Plan,
+                cfg: AdaptiveSettings) -> SearchResult:
+    """Pilot, decide, spend; the candidates of what was run, with the decision in ``info``."""
     from testtime.search import get_method
 
     def context(method: str, n: int, width: int | None, seed: int) -> SearchContext:
@@ -158,15 +154,14 @@ async def solve(problem: Any, ctx: SearchContext, plan: Plan, cfg: AdaptiveConfi
     base_seed = ctx.sampling.seed
     pilot = await get_method("best_of_n")(problem, context("best_of_n", cfg.pilot, None,
                                                            base_seed))
-    _, _, groups = await grade_and_group([c.text for c in pilot.candidates], problem.answer,
-                                         grader)
+    groups = await ctx.answer_groups(problem, [c.text for c in pilot.candidates])
     agreement, score = pilot_estimate(groups, [c.scores[-1] if c.scores else 0.0
                                                for c in pilot.candidates])
     name, stop, escalated = decide(plan, cfg, agreement, score)
     budget = cfg.budget * (cfg.escalation if escalated else 1)
     spent = cfg.pilot  # generations in budget units (N-equivalents), the pilot included
     if stop:
-        strategy, n, result = Strategy("best_of_n", "majority"), cfg.pilot, pilot
+        strategy, result = Strategy("best_of_n", "majority"), pilot
     else:
         strategy, n = plan.strategy(name, budget)
         if strategy.method == "best_of_n" and n > cfg.pilot:
@@ -182,67 +177,18 @@ async def solve(problem: Any, ctx: SearchContext, plan: Plan, cfg: AdaptiveConfi
             compute = dataclasses.replace(run.compute)
             compute.add(pilot.compute)  # the pilot was spent too
             result = dataclasses.replace(run, compute=compute)
-    result = dataclasses.replace(result, independent_prefixes=False)
-    record = await build_record(problem, result, run_cfg, grader)
-    [(b, preds)] = record.predictions.items()
     rule = "majority" if strategy.method == "cot" else strategy.rule
-    preds["adaptive"] = PredictionRecord(**preds[rule].model_dump())
-    record.metadata = {**record.metadata, "adaptive": {
-        "agreement": agreement, "pilot_score": score, "bin": name, "stopped": stop,
-        "escalated": escalated, "strategy": strategy.label, "budget": int(b),
-        "spent": spent}}
-    return record
+    return dataclasses.replace(
+        result, independent_prefixes=False, extra_predictions={ADAPTIVE: rule},
+        info={ADAPTIVE: {"agreement": agreement, "pilot_score": score, "bin": name,
+                         "stopped": stop, "escalated": escalated, "strategy": strategy.label,
+                         "budget": len(result.candidates), "spent": spent}})
 
 
-async def run_adaptive(table_path: Path, cfg: AdaptiveConfig, run_cfg: RunConfig, out: Path, *,
-                       policy: Any = None, scorer: Any = None, compare: list[Path] | None = None,
-                       resume: bool = False) -> dict[str, Any]:
-    """Solve every problem of ``run_cfg``'s dataset into ``out``; returns the summary."""
-    from testtime.grading import Grader
-    from testtime.prompts import prompt_for_model
-    from testtime.runner import problems_of
-
-    plan = plan_from_table(load_table(table_path), run_cfg.policy, run_cfg.prm, cfg.scheme)
-    problems = problems_of(run_cfg)
-    settings = {"adaptive": dataclasses.asdict(cfg), "run": json.loads(run_cfg.model_dump_json()),
-                "table": str(table_path)}
-    out.mkdir(parents=True, exist_ok=True)
-    if (out / SETTINGS_FILE).exists():
-        saved = json.loads((out / SETTINGS_FILE).read_text())
-        if saved != settings:
-            raise ValueError(f"{out / SETTINGS_FILE}: holds different settings; use a new --out")
-        if not resume:
-            raise ValueError(f"{out} already holds an adaptive run; add --resume")
-    dump_json(out / SETTINGS_FILE, settings)
-    store = RecordStore(out / "results.jsonl")
-    todo = [p for p in problems if p.id not in store.done_ids()]
-    if todo:
-        if policy is None:
-            from testtime.policy.registry import build_policy
-
-            policy = build_policy(run_cfg.policy, run_cfg.policy_options)
-        if scorer is None:
-            from testtime.scoring.registry import build_scorer
-
-            scorer = build_scorer(run_cfg.prm, run_cfg.prm_options)
-        costs = FlopCosts.of(policy, scorer)
-        if costs == FlopCosts():
-            costs = costs_for_specs(run_cfg.policy, run_cfg.prm)
-        ctx = SearchContext(policy, scorer, prompt_for_model(policy.name, run_cfg.prompt),
-                            run_cfg.search, run_cfg.sampling)
-        sem = asyncio.Semaphore(run_cfg.max_concurrent_problems)
-
-        async def one(p: Any) -> None:
-            async with sem:
-                rec = await solve(p, ctx, plan, cfg, run_cfg, grader)
-                costs.fill(rec.compute)
-                store.append(rec)
-
-        with Grader() as grader:
-            await asyncio.gather(*(one(p) for p in todo))
+def summarize(records: Sequence[ProblemRecord], config: RunConfig) -> dict[str, Any]:
+    """The ``adaptive`` section of ``summary.json`` (see ``adaptive_summary``)."""
     from testtime.analysis.adaptive_summary import summarize_adaptive
 
-    records = [store.records[p.id] for p in problems if p.id in store.records]
-    summary = summarize_adaptive(records, plan, cfg, run_cfg, compare)
-    dump_json(out / "summary.json", summary)
-    return summary
+    settings = _settings(config)
+    compare = [Path(p) for p in settings.compare] or None
+    return summarize_adaptive(records, load_plan(config).fixed, settings, config, compare)

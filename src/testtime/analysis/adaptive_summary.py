@@ -18,8 +18,7 @@ from typing import TYPE_CHECKING, Any
 from testtime.records import ProblemRecord
 
 if TYPE_CHECKING:
-    from testtime.analysis.adaptive import AdaptiveConfig, Plan
-    from testtime.config import RunConfig
+    from testtime.config import AdaptiveSettings, RunConfig
 
 FixedCurves = Mapping[str, Sequence[tuple[int, float, float]]]
 """label -> (budget, accuracy, flops) points."""
@@ -70,18 +69,19 @@ def fixed_from_runs(paths: list[Path], key: tuple[str, str], ids: set[str]) -> d
     return out
 
 
-def summarize_adaptive(records: Sequence[ProblemRecord], plan: Plan, cfg: AdaptiveConfig,
-                       run_cfg: RunConfig, compare: list[Path] | None) -> dict[str, Any]:
+def summarize_adaptive(records: Sequence[ProblemRecord], table_curves: FixedCurves,
+                       cfg: AdaptiveSettings, run_cfg: RunConfig,
+                       compare: list[Path] | None) -> dict[str, Any]:
     """Accuracy, mean spend and compute, decisions, and the fixed-strategy comparison."""
     ok = [r for r in records if r.error is None]
     k = len(records) or 1
-    meta = [r.metadata["adaptive"] for r in ok]
+    meta = [r.info["adaptive"] for r in ok]
     accuracy = sum(r.predictions[str(m["budget"])]["adaptive"].correct
                    for r, m in zip(ok, meta, strict=True)) / k
     spent = sum(m["spent"] for m in meta) / k
     flops = sum(r.compute.policy_flops + r.compute.prm_flops for r in records) / k
     fixed = (fixed_from_runs(compare, (run_cfg.policy, run_cfg.prm), {r.id for r in ok})
-             if compare else {label: list(p) for label, p in plan.fixed.items()})
+             if compare else {label: list(p) for label, p in table_curves.items()})
     out: dict[str, Any] = {
         "problems": len(records), "errors": len(records) - len(ok),
         "budget": cfg.budget, "accuracy": accuracy,
@@ -103,14 +103,13 @@ def summarize_adaptive(records: Sequence[ProblemRecord], plan: Plan, cfg: Adapti
 
 def adaptive_table(summary: Mapping[str, Any]) -> Any:
     """A rich table of the summary."""
-    from rich.table import Table
+    from testtime.tables import column, table
 
-    t = Table(title=f"adaptive solver, budget {summary['budget']} "
-                    f"({summary['problems']} problems)")
-    t.add_column("")
-    t.add_column("accuracy", justify="right")
-    t.add_column("mean generations", justify="right")
-    t.add_column("mean FLOPs", justify="right")
+    t = table(f"adaptive solver, budget {summary['budget']} ({summary['problems']} problems)")
+    column(t, "")
+    column(t, "accuracy", numeric=True)
+    column(t, "mean generations", numeric=True)
+    column(t, "mean FLOPs", numeric=True)
     t.add_row("adaptive", f"{summary['accuracy']:.1%}", f"{summary['mean_generations']:.2f}",
               f"{summary['mean_flops']:.3g}")
     for name, key in (("best fixed, same budget", "best_fixed_at_same_budget"),

@@ -134,15 +134,15 @@ def preferred_scheme(ka: KeyAnalysis) -> str:
 
 def analysis_tables(a: Analysis) -> list[Table]:
     """Rich tables: the compute-optimal table (absolute bins, else all) and gains."""
-    from rich.table import Table
+    from testtime.tables import column, table
 
     out = []
     for ka in a.keys:
         scheme = "absolute" if any(r.scheme == "absolute" for r in ka.rows) else "all"
-        t = Table(title=f"compute-optimal strategy, {ka.key[0]} + {ka.key[1]} "
-                        f"({len(ka.problems)} problems, 2-fold CV, {scheme} bins)")
+        t = table(f"compute-optimal strategy, {ka.key[0]} + {ka.key[1]} "
+                  f"({len(ka.problems)} problems, 2-fold CV, {scheme} bins)")
         for col in ("bin", "N", "problems", "strategy", "CV acc", "in-sample", "majority"):
-            t.add_column(col, justify="left" if col in ("bin", "strategy") else "right")
+            column(t, col, numeric=col not in ("bin", "strategy"))
         for r in ka.rows:
             if r.scheme != scheme:
                 continue
@@ -151,10 +151,10 @@ def analysis_tables(a: Analysis) -> list[Table]:
                       f"{r.cv_accuracy:.1%}", f"{r.in_sample_accuracy:.1%}", maj)
         out.append(t)
         if ka.gains:
-            g = Table(title="efficiency gain over Best-of-N majority voting")
+            g = table("efficiency gain over Best-of-N majority voting")
             for col in ("bins", "axis", "majority peak", "at compute", "optimal reaches at",
                         "gain"):
-                g.add_column(col, justify="right")
+                column(g, col, numeric=col not in ("bins", "axis"))
             for scheme_name, gains in ka.gains.items():
                 for gn in gains:
                     g.add_row(scheme_name, gn.axis, f"{gn.peak_accuracy:.1%}",

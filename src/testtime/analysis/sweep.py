@@ -10,9 +10,9 @@ points at that run and reads its records at ``budget = N``. CoT ignores N and ru
 
 Resuming is cell by cell: a cell whose directory holds the same config with every problem
 done is skipped without loading a model; an unfinished one is resumed (``--resume``
-semantics of the runner, which refuses a changed config naming the fields). Policies and
-scorers are built once per spec and shared by the cells that use them; tests inject fakes
-through ``policy_factory`` / ``scorer_factory``.
+semantics of the runner, which refuses a changed config naming the fields). Each policy is
+loaded once and shared by its cells; each (policy, PRM) group is built by
+``compose.build_run``. Tests inject fakes through ``policy_factory`` / ``scorer_factory``.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from testtime.records import RecordStore, dump_json
 from testtime.scoring.base import StepScorer
 
 if TYPE_CHECKING:
-    from testtime.distributed import RayExecutor, RayOptions
+    from testtime.distributed import RayOptions
 
 PolicyFactory = Callable[[str], Policy]
 ScorerFactory = Callable[[str], StepScorer]
@@ -176,12 +176,13 @@ async def run_sweep(
 ) -> list[Cell]:
     """Run every unfinished cell of ``grid`` into ``out``; returns the cells with status.
 
-    With ``ray``, cells run on Ray actors instead of local engines: one actor pool per
-    (policy, PRM) pair, shared by all its cells (``RayExecutor.bind``), one pool at a time;
-    ``executor_kwargs`` go to ``RayExecutor`` (picklable model factories, in tests).
+    Locally, each policy is loaded once (one in memory at a time) and each of its (policy,
+    PRM) groups is built by :func:`testtime.compose.build_run`, so scorers get the policy
+    (``judge``) and the problems (``oracle``) exactly as in ``testtime run``. With ``ray``,
+    cells run on Ray actors instead: one actor pool per (policy, PRM) pair, shared by its
+    cells (``RayExecutor.bind``), one pool at a time; ``executor_kwargs`` go to
+    ``RayExecutor`` (picklable model factories, in tests).
     """
-    from testtime.runner import run
-
     cells = plan(grid)
     out.mkdir(parents=True, exist_ok=True)
     manifest = out / SWEEP_FILE
@@ -191,50 +192,33 @@ async def run_sweep(
                              "cells": [c.to_json() for c in cells]})
 
     save()
-    policies: dict[str, Policy] = {}
-    scorers: dict[str, StepScorer] = {}
-    pools: dict[tuple[str, str], RayExecutor] = {}
-    try:
-        for cell in cells:
-            if cell.derived:
-                continue
-            if cell_done(cell, out):
-                cell.status = "done (skipped)"
-                log(f"skip {cell.run_dir}: already done")
-                continue
+    todo: dict[str, dict[str, list[Cell]]] = {}
+    for cell in cells:
+        if cell.derived:
+            continue
+        if cell_done(cell, out):
+            cell.status = "done (skipped)"
+            log(f"skip {cell.run_dir}: already done")
+            continue
+        todo.setdefault(cell.policy, {}).setdefault(cell.prm, []).append(cell)
+
+    async def run_cells(group: list[Cell], **engines: Any) -> None:
+        from testtime.runner import run
+
+        for cell in group:
             run_dir = out / cell.run_dir
             resume = (run_dir / "config.json").exists()
             log(f"{'resume' if resume else 'run'} {cell.run_dir}")
-            if ray is not None:
-                from testtime.distributed import RayExecutor
-
-                key = (cell.policy, cell.prm)
-                if key not in pools:
-                    for other in list(pools):  # one actor pool (set of engines) at a time
-                        await pools.pop(other).aclose()
-                    pools[key] = RayExecutor(cell.config, ray, **(executor_kwargs or {}))
-                outcome = await run(cell.config, run_dir, resume=resume, progress=progress,
-                                    executor=pools[key].bind(cell.config))
-            else:
-                if cell.policy not in policies:
-                    for other in list(policies):  # one policy in memory at a time
-                        await policies.pop(other).aclose()
-                    policies[cell.policy] = _build_policy(cell, policy_factory)
-                if cell.prm not in scorers:
-                    scorers[cell.prm] = _build_scorer(cell, scorer_factory)
-                outcome = await run(cell.config, run_dir, policy=policies[cell.policy],
-                                    scorer=scorers[cell.prm], resume=resume,
-                                    progress=progress)
+            outcome = await run(cell.config, run_dir, resume=resume, progress=progress,
+                                **engines)
             cell.status = "done" if outcome.summary["missing"] == 0 and \
                 outcome.summary["errors"] == 0 else "incomplete"
             save()
-    finally:
-        for pool in pools.values():
-            await pool.aclose()
-        for p in policies.values():
-            await p.aclose()
-        for s in scorers.values():
-            await s.aclose()
+
+    if ray is not None:
+        await _run_on_ray(todo, ray, executor_kwargs or {}, run_cells)
+    else:
+        await _run_locally(todo, policy_factory, scorer_factory, run_cells)
     by_dir = {c.run_dir: c.status for c in cells if not c.derived}
     for c in cells:
         if c.derived:
@@ -243,17 +227,48 @@ async def run_sweep(
     return cells
 
 
-def _build_policy(cell: Cell, factory: PolicyFactory | None) -> Policy:
+async def _run_locally(todo: dict[str, dict[str, list[Cell]]],
+                       policy_factory: PolicyFactory | None,
+                       scorer_factory: ScorerFactory | None, run_cells: Any) -> None:
+    from testtime.compose import build_run
+    from testtime.runner import problems_of
+
+    for groups in todo.values():
+        first = next(iter(groups.values()))[0].config
+        async with _build_policy(first, policy_factory) as policy:  # one policy at a time
+            for prm_spec, group in groups.items():
+                config = group[0].config
+                scorer = scorer_factory(prm_spec) if scorer_factory is not None else None
+                try:
+                    async with build_run(config, problems_of(config), policy=policy,
+                                         scorer=scorer) as built:
+                        await run_cells(group, built=built)
+                finally:
+                    if scorer is not None:
+                        await scorer.aclose()
+
+
+async def _run_on_ray(todo: dict[str, dict[str, list[Cell]]], ray: RayOptions,
+                      executor_kwargs: dict[str, Any], run_cells: Any) -> None:
+    from testtime.distributed import RayExecutor
+
+    for groups in todo.values():
+        for group in groups.values():  # one actor pool (set of engines) at a time
+            pool = RayExecutor(group[0].config, ray, **executor_kwargs)
+            try:
+                for cell in group:
+                    await run_cells([cell], executor=pool.bind(cell.config))
+            finally:
+                await pool.aclose()
+
+
+def _build_policy(config: RunConfig, factory: PolicyFactory | None) -> Policy:
+    """The policy of a group of cells, owned (and closed) by the sweep."""
+    from testtime.compose import check_config
+
+    check_config(config, policy=factory is None, scorer=False)
     if factory is not None:
-        return factory(cell.policy)
+        return factory(config.policy)
     from testtime.policy.registry import build_policy
 
-    return build_policy(cell.policy, cell.config.policy_options)
-
-
-def _build_scorer(cell: Cell, factory: ScorerFactory | None) -> StepScorer:
-    if factory is not None:
-        return factory(cell.prm)
-    from testtime.scoring.registry import build_scorer
-
-    return build_scorer(cell.prm, cell.config.prm_options)
+    return build_policy(config.policy, config.policy_options)

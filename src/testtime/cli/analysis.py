@@ -1,6 +1,6 @@
-"""CLI commands of the compute analysis: ``flops``, ``sweep``, ``analyze``, ``report``,
-``adaptive``. ``register(app)`` adds them to the main typer app; heavy imports are lazy and
-this module never imports ``testtime.cli`` at import time (which imports this module)."""
+"""CLI commands of the compute analysis: ``flops``, ``sweep``, ``analyze``, ``report``
+(registered by ``testtime.cli``; heavy imports are lazy). The adaptive solver is
+``testtime run --strategy optimal`` (``cli/run.py``)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,18 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
-console = Console()
+from testtime.cli.common import (
+    DEFAULT_PATH_TOKENS,
+    EMBEDDED_PATH_TOKENS,
+    RAY_LOCAL,
+    console,
+    fail,
+    is_embedded,
+    print_json,
+    show,
+    user_errors,
+)
 
 
 def _csv(text: str) -> tuple[str, ...]:
@@ -23,12 +32,7 @@ def _ints(text: str, name: str) -> tuple[int, ...]:
     try:
         return tuple(int(x) for x in _csv(text))
     except ValueError:
-        raise typer.BadParameter(f"--{name} takes comma-separated integers, got {text!r}") from None
-
-
-def _fail(exc: Exception) -> typer.Exit:
-    console.print(f"[red]error:[/red] {exc}")
-    return typer.Exit(2)
+        fail(f"--{name} {text}: takes comma-separated integers")
 
 
 def flops(
@@ -57,13 +61,12 @@ def flops(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
 ) -> None:
     """Compare a small model with test-time scaling and a large model with CoT in FLOPs."""
-    from rich.table import Table
-
     from testtime.analysis.flops_compare import compare, tokens_from_averages, tokens_from_run
+    from testtime.tables import column, table
 
     if params not in ("non_embedding", "total"):
-        raise typer.BadParameter("--params must be non_embedding or total")
-    try:
+        fail(f"--params {params}: must be non_embedding or total")
+    with user_errors():
         if run_dir is not None:
             use, per_gen = tokens_from_run(run_dir, n)
             prompt_per_gen = use.prompt / n
@@ -78,23 +81,21 @@ def flops(
                         convention=params, pretrain=pretrain,  # type: ignore[arg-type]
                         small_pretrain_tokens=small_pretrain_tokens,
                         large_pretrain_tokens=large_pretrain_tokens)
-    except (ValueError, FileNotFoundError) as exc:
-        raise _fail(exc) from None
     if as_json:
-        console.print_json(json.dumps([{**vars(s), "tokens": vars(s.tokens),
-                                        "total_flops": s.total_flops} for s in sides]))
+        print_json([{**vars(s), "tokens": vars(s.tokens), "total_flops": s.total_flops}
+                    for s in sides])
         return
-    t = Table(title=f"inference FLOPs per problem ({params.replace('_', '-')} parameters, "
-                    "2N per token)")
+    t = table(f"inference FLOPs per problem ({params.replace('_', '-')} parameters, "
+              "2N per token)")
     for col in ("setting", "params", "policy tokens", "PRM tokens", "inference FLOPs",
                 "pre-training FLOPs", "total"):
-        t.add_column(col, justify="left" if col == "setting" else "right")
+        column(t, col, numeric=col != "setting")
     for s in sides:
         t.add_row(s.label, f"{s.params / 1e9:.2f}B", f"{s.tokens.prompt + s.tokens.completion:,.0f}",
                   f"{s.tokens.scored:,.0f}", f"{s.inference_flops:.3e}",
                   "-" if s.pretrain_flops is None else f"{s.pretrain_flops:.3e}",
                   "-" if s.total_flops is None else f"{s.total_flops:.3e}")
-    console.print(t)
+    show(t)
     ratio = sides[1].inference_flops / sides[0].inference_flops if sides[0].inference_flops \
         else float("inf")
     console.print(f"large / small inference FLOPs: {ratio:.3g}x")
@@ -127,16 +128,15 @@ def sweep(
              "policy/PRM pair, shared by its cells")] = None,
     ray_actors: Annotated[int | None, typer.Option(help="Ray actors per pool")] = None,
     gpus_per_actor: Annotated[float | None, typer.Option(help="GPUs per Ray actor")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the cells as JSON")] = False,
 ) -> None:
     """Run a grid of methods x N x PRMs x policies x seeds, reusing prefix samples, resumable."""
     from testtime.analysis.sweep import SweepGrid, run_sweep
-    from testtime.cli import DEFAULT_PATH_TOKENS, EMBEDDED_PATH_TOKENS, is_embedded
     from testtime.config import DatasetConfig, RunConfig
-    from testtime.runner import RunDirError
     from testtime.search.base import SamplingConfig, SearchConfig
 
     engine = {k: v for k, v in {"device": device, "dtype": dtype}.items() if v is not None}
-    try:
+    with user_errors():
         grid = SweepGrid(
             base=RunConfig(
                 dataset=DatasetConfig(name=dataset, data_dir=data_dir, limit=limit),
@@ -150,31 +150,26 @@ def sweep(
             max_path_tokens_by_policy={} if max_path_tokens else
             {p: EMBEDDED_PATH_TOKENS for p in _csv(policies) if is_embedded(p)},
         )
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc)) from None
-    ray_options = None
-    if ray is not None:
-        from testtime.cli import RAY_LOCAL
-        from testtime.distributed import RayOptions
+        ray_options = None
+        if ray is not None:
+            from testtime.distributed import RayOptions
 
-        try:
             ray_options = RayOptions(address=None if ray == RAY_LOCAL else ray,
                                      actors=ray_actors, gpus_per_actor=gpus_per_actor)
-        except ValueError as exc:
-            raise typer.BadParameter(str(exc)) from None
-    elif ray_actors is not None or gpus_per_actor is not None:
-        raise typer.BadParameter("only applies with --ray",
-                                 param_hint="--ray-actors/--gpus-per-actor")
-    out_dir = out or Path("runs") / f"sweep-{Path(dataset).stem}"
-    try:
-        cells = asyncio.run(run_sweep(grid, out_dir, progress=progress, log=console.print,
-                                      ray=ray_options))
-    except (RunDirError, ValueError, FileNotFoundError) as exc:
-        raise _fail(exc) from None
-    except KeyboardInterrupt:
-        console.print(f"\n[yellow]interrupted[/yellow]: rerun the same command to resume "
-                      f"{out_dir}")
-        raise typer.Exit(130) from None
+        elif ray_actors is not None or gpus_per_actor is not None:
+            fail("--ray-actors/--gpus-per-actor only apply with --ray")
+        out_dir = out or Path("runs") / f"sweep-{Path(dataset).stem}"
+        try:
+            cells = asyncio.run(run_sweep(grid, out_dir, progress=progress,
+                                          log=(lambda _: None) if as_json else console.print,
+                                          ray=ray_options))
+        except KeyboardInterrupt:
+            console.print(f"\n[yellow]interrupted[/yellow]: rerun the same command to resume "
+                          f"{out_dir}")
+            raise typer.Exit(130) from None
+    if as_json:
+        print_json({"sweep": str(out_dir), "cells": [c.to_json() for c in cells]})
+        return
     for c in cells:
         console.print(f"{c.status:>16}  {c.method} N={c.n} {c.policy} {c.prm} seed={c.seed}"
                       f"  -> {c.run_dir}" + (f" @ budget {c.budget}" if c.derived else ""))
@@ -187,18 +182,21 @@ def analyze(
     = Path("analysis"),
     boot: Annotated[int, typer.Option(help="Bootstrap resamples")] = 1000,
     seed: Annotated[int, typer.Option(help="Seed of the folds and the bootstrap")] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print analysis.json instead of "
+                                                         "the tables")] = False,
 ) -> None:
     """Difficulty bins, the cross-validated compute-optimal table, curves and gains."""
     from testtime.analysis.analyze import analysis_tables, write_analysis
     from testtime.analysis.analyze import analyze as run_analysis
 
-    try:
+    with user_errors():
         a = run_analysis(run_dirs, boot, seed)
-    except (ValueError, FileNotFoundError) as exc:
-        raise _fail(exc) from None
-    for t in analysis_tables(a):
-        console.print(t)
-    for p in write_analysis(a, out):
+    written = write_analysis(a, out)
+    if as_json:
+        print_json(json.loads((out / "analysis.json").read_text()))
+        return
+    show(*analysis_tables(a))
+    for p in written:
         console.print(f"wrote {p}")
 
 
@@ -214,64 +212,7 @@ def report(
     from testtime.analysis.analyze import analyze as run_analysis
     from testtime.analysis.report import write_report
 
-    try:
+    with user_errors():
         a = run_analysis(run_dirs, boot, seed)
         page = write_report(a, out, trees, list(_csv(problems)) if problems else None)
-    except (ValueError, FileNotFoundError) as exc:
-        raise _fail(exc) from None
     console.print(f"report: {page}")
-
-
-def adaptive(
-    table: Annotated[Path, typer.Option(help="optimal_table.json from analyze/report")],
-    budget: Annotated[int, typer.Option(help="Target generations per problem")],
-    pilot: Annotated[int, typer.Option(help="Pilot samples per problem")] = 4,
-    scheme: Annotated[str, typer.Option(help="absolute, quantile or all")] = "absolute",
-    escalation: Annotated[int, typer.Option(help="Budget multiplier when uncertain")] = 2,
-    dataset: Annotated[str, typer.Option(help="demo, demo-N, ... or a JSONL path")] = "demo",
-    data_dir: Annotated[str | None, typer.Option(envvar="TESTTIME_DATA_DIR")] = None,
-    limit: Annotated[int | None, typer.Option(help="Only the first K problems")] = None,
-    policy: Annotated[str, typer.Option(help="Policy spec (as in the table)")] = "default",
-    prm: Annotated[str, typer.Option(help="Scorer spec (as in the table)")] = "self-certainty",
-    beam_width: Annotated[int, typer.Option(help="Default M")] = 4,
-    max_path_tokens: Annotated[int | None, typer.Option(help="Token limit per path")] = None,
-    temperature: Annotated[float, typer.Option(help="Sampling temperature")] = 0.8,
-    seed: Annotated[int, typer.Option(help="Base seed")] = 0,
-    device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:N")] = None,
-    concurrency: Annotated[int, typer.Option(help="Problems in flight at once")] = 64,
-    compare: Annotated[list[Path] | None, typer.Option(
-        help="Fixed-method runs on the same problems to compare with")] = None,
-    out: Annotated[Path, typer.Option(help="Output directory")] = Path("runs/adaptive"),
-    resume: Annotated[bool, typer.Option(help="Finish an interrupted run")] = False,
-) -> None:
-    """Solve problems adaptively with a compute-optimal table (pilot, bin, escalate)."""
-    from testtime.analysis.adaptive import AdaptiveConfig, run_adaptive
-    from testtime.analysis.adaptive_summary import adaptive_table
-    from testtime.cli import DEFAULT_PATH_TOKENS, EMBEDDED_PATH_TOKENS, is_embedded
-    from testtime.config import DatasetConfig, RunConfig
-    from testtime.search.base import SamplingConfig, SearchConfig
-
-    engine = {"device": device} if device else {}
-    try:
-        cfg = AdaptiveConfig(budget=budget, pilot=pilot, scheme=scheme, escalation=escalation)
-        run_cfg = RunConfig(
-            dataset=DatasetConfig(name=dataset, data_dir=data_dir, limit=limit),
-            policy=policy, prm=prm, policy_options=engine, prm_options=engine,
-            search=SearchConfig(method="adaptive", n=budget, beam_width=beam_width,
-                                max_path_tokens=max_path_tokens or (
-                                    EMBEDDED_PATH_TOKENS if is_embedded(policy)
-                                    else DEFAULT_PATH_TOKENS)),
-            sampling=SamplingConfig(temperature=temperature, seed=seed),
-            max_concurrent_problems=concurrency)
-        summary = asyncio.run(run_adaptive(table, cfg, run_cfg, out, compare=compare,
-                                           resume=resume))
-    except (ValueError, FileNotFoundError) as exc:
-        raise _fail(exc) from None
-    console.print(adaptive_table(summary))
-    console.print(f"results: {out}/results.jsonl, summary: {out}/summary.json")
-
-
-def register(app: typer.Typer) -> None:
-    """Add the analysis commands to the ``testtime`` app."""
-    for fn in (flops, sweep, analyze, report, adaptive):
-        app.command()(fn)

@@ -1,44 +1,40 @@
-"""The ``testtime`` command line: a thin layer over the library (logic lives in the runner)."""
+"""``testtime run`` (and its alias ``testtime adaptive``) and ``testtime summary``.
+
+``adaptive`` is ``run --strategy optimal``: the same function with the same options, so no
+option can be dropped between them.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
-import logging
-import os
 import re
-import sys
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
-from rich.console import Console
 
-from testtime.config import DatasetConfig, RunConfig
+from testtime.cli.common import (
+    DEFAULT_PATH_TOKENS,
+    EMBEDDED_PATH_TOKENS,
+    RAY_LOCAL,
+    console,
+    fail,
+    path_tokens,
+    print_json,
+    show,
+    user_errors,
+)
+from testtime.config import AdaptiveSettings, DatasetConfig, RunConfig
 from testtime.search.base import SamplingConfig, SearchConfig
 
-app = typer.Typer(
-    help="Compute-optimal test-time scaling of language models on math reasoning.",
-    no_args_is_help=True,
-    add_completion=False,
-)
-console = Console()
 T = TypeVar("T")
-
-#: Path limit for the embedded default: SmolLM2-135M answers in well under 200 tokens and
-#: otherwise rambles; real models get the paper's 8192.
-EMBEDDED_PATH_TOKENS = 256
-DEFAULT_PATH_TOKENS = 8192
 
 
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text.split("/")[-1]).strip("_")[:40] or "x"
-
-
-def is_embedded(policy: str) -> bool:
-    """Whether a policy spec names the embedded SmolLM2 (``default`` or ``BACKEND:default``)."""
-    return policy == "default" or policy.endswith(":default")
 
 
 def default_out_dir(cfg: RunConfig) -> Path:
@@ -50,7 +46,6 @@ def default_out_dir(cfg: RunConfig) -> Path:
     return Path("runs") / name
 
 
-@app.command()
 def run(
     dataset: Annotated[str, typer.Option(help="demo, demo-N, math500, aime24, amc23 or a "
                                               "JSONL path")] = "demo",
@@ -90,6 +85,7 @@ def run(
     resume: Annotated[bool, typer.Option(help="Finish an interrupted run in --out")] = False,
     overwrite: Annotated[bool, typer.Option(help="Discard results already in --out")] = False,
     progress: Annotated[bool, typer.Option(help="Show a progress bar")] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON")] = False,
     trust_remote_code: Annotated[bool, typer.Option(help="Let model repos run their code")]
     = False,
     ray: Annotated[str | None, typer.Option(
@@ -107,48 +103,50 @@ def run(
              "with its error")] = 2,
     strategy: Annotated[str, typer.Option(
         help="fixed: --method at --n; optimal: per problem, what --table says for its "
-             "difficulty at --budget (the adaptive solver, as `testtime adaptive`)")] = "fixed",
+             "difficulty at --budget (the adaptive solver; `testtime adaptive` is this)")]
+    = "fixed",
     table: Annotated[Path | None, typer.Option(
         help="optimal_table.json from `testtime analyze` (--strategy optimal)")] = None,
     budget: Annotated[int | None, typer.Option(
         help="Mean generations per problem (--strategy optimal)")] = None,
     pilot: Annotated[int, typer.Option(help="Pilot samples per problem (--strategy optimal)")]
     = 4,
+    scheme: Annotated[str, typer.Option(
+        help="Binning of the table: absolute, quantile or all (--strategy optimal)")]
+    = "absolute",
+    escalation: Annotated[int, typer.Option(
+        help="Budget multiplier when a pilot is uncertain (--strategy optimal)")] = 2,
     compare: Annotated[list[Path] | None, typer.Option(
-        help="Fixed-method runs to compare with (--strategy optimal)")] = None,
+        help="Fixed-method runs on the same problems to compare with (--strategy optimal)")]
+    = None,
 ) -> None:
     """Search every problem of a dataset, grade the answers and summarise accuracy."""
-    if strategy not in ("fixed", "optimal"):
-        raise typer.BadParameter("expected fixed or optimal", param_hint="--strategy")
-    if strategy == "optimal":
-        if table is None or budget is None:
-            raise typer.BadParameter("--strategy optimal needs --table and --budget")
-        from testtime.cli_analysis import adaptive
-
-        adaptive(table=table, budget=budget, pilot=pilot, dataset=dataset, data_dir=data_dir,
-                 limit=limit, policy=policy, prm=prm, beam_width=beam_width,
-                 max_path_tokens=max_path_tokens, temperature=temperature, seed=seed,
-                 device=device, concurrency=concurrency, compare=compare,
-                 out=out or Path("runs/adaptive"), resume=resume)
-        return
-    if table is not None or budget is not None:
-        raise typer.BadParameter("--table and --budget apply with --strategy optimal")
-    from testtime.runner import RunDirError
     from testtime.runner import run as run_async
     from testtime.summary import summary_tables
 
-    engine = {k: v for k, v in {"device": device, "dtype": dtype,
+    with user_errors():
+        if strategy not in ("fixed", "optimal"):
+            fail(f"--strategy {strategy}: expected fixed or optimal")
+        adaptive = None
+        if strategy == "optimal":
+            if table is None or budget is None:
+                fail("--strategy optimal needs --table and --budget")
+            method, n = "adaptive", budget
+            adaptive = AdaptiveSettings(table=str(table), budget=budget, pilot=pilot,
+                                        scheme=scheme,  # type: ignore[arg-type]
+                                        escalation=escalation,
+                                        compare=tuple(str(p) for p in compare or ()))
+        elif table is not None or budget is not None or compare:
+            fail("--table, --budget and --compare apply with --strategy optimal")
+        engine = {k: v for k, v in {"device": device, "dtype": dtype,
                                     "max_batch_seqs": max_batch_seqs}.items() if v is not None}
-    if trust_remote_code:
-        engine["trust_remote_code"] = True
-    if policy == "default":
-        # Record the backend actually used, so the saved config reproduces this run.
-        from testtime.policy.registry import default_backend
+        if trust_remote_code:
+            engine["trust_remote_code"] = True
+        if policy == "default":
+            # Record the backend actually used, so the saved config reproduces this run.
+            from testtime.policy.registry import default_backend
 
-        policy = f"{default_backend()}:default"
-    path_tokens = max_path_tokens or (
-        EMBEDDED_PATH_TOKENS if is_embedded(policy) else DEFAULT_PATH_TOKENS)
-    try:
+            policy = f"{default_backend()}:default"
         cfg = RunConfig(
             dataset=DatasetConfig(name=dataset, data_dir=data_dir, problem_field=problem_field,
                                   answer_field=answer_field, limit=limit,
@@ -157,31 +155,29 @@ def run(
             prm_options={k: v for k, v in engine.items() if k in ("device", "dtype")},
             prompt=prompt,
             search=SearchConfig(method=method, n=n, beam_width=beam_width, max_depth=max_depth,
-                                max_step_tokens=max_step_tokens, max_path_tokens=path_tokens,
+                                max_step_tokens=max_step_tokens,
+                                max_path_tokens=path_tokens(policy, max_path_tokens),
                                 lookahead=lookahead),
             sampling=SamplingConfig(temperature=temperature, top_p=top_p, seed=seed),
-            max_concurrent_problems=concurrency,
+            max_concurrent_problems=concurrency, adaptive=adaptive,
         )
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc)) from None
-    out_dir = out or default_out_dir(cfg)
-    retry, executor = _retry_and_executor(cfg, ray, ray_actors, gpus_per_actor, max_retries)
-    try:
-        outcome = asyncio.run(_run_with(executor, run_async(
-            cfg, out_dir, resume=resume, overwrite=overwrite, progress=progress, retry=retry,
-            executor=executor)))
-    except RunDirError as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from None
-    except _input_errors(executor) as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from None
-    except KeyboardInterrupt:
-        console.print(f"\n[yellow]interrupted[/yellow]: finished problems are saved in "
-                      f"{out_dir}; run the same command with --resume to complete it")
-        raise typer.Exit(130) from None
-    for rendered in summary_tables(outcome.summary):
-        console.print(rendered)
+        from testtime.compose import check_config
+
+        check_config(cfg)  # every name and model path, before anything loads
+        out_dir = out or (Path("runs/adaptive") if adaptive else default_out_dir(cfg))
+        retry, executor = _retry_and_executor(cfg, ray, ray_actors, gpus_per_actor, max_retries)
+        try:
+            outcome = asyncio.run(_run_with(executor, run_async(
+                cfg, out_dir, resume=resume, overwrite=overwrite, progress=progress,
+                retry=retry, executor=executor)))
+        except KeyboardInterrupt:
+            console.print(f"\n[yellow]interrupted[/yellow]: finished problems are saved in "
+                          f"{out_dir}; run the same command with --resume to complete it")
+            raise typer.Exit(130) from None
+    if as_json:
+        print_json(outcome.summary)
+        return
+    _print_summary(outcome.summary, summary_tables)
     if executor is not None:
         st = executor.stats
         console.print(f"ray: {st.actors_ready} actors ran {st.units_sent} units; "
@@ -190,9 +186,23 @@ def run(
     console.print(f"results: {out_dir}/results.jsonl, summary: {out_dir}/summary.json")
 
 
-#: What a bare ``--ray`` stands for (typer options cannot take an optional value, so ``main``
-#: fills it in): a local Ray, or the cluster ``$RAY_ADDRESS`` names.
-RAY_LOCAL = "local"
+@functools.wraps(run)
+def adaptive(**kwargs: Any) -> None:
+    """Solve problems adaptively with a compute-optimal table: `run --strategy optimal`."""
+    kwargs["strategy"] = "optimal"
+    run(**kwargs)
+
+
+adaptive.__doc__ = ("Solve problems adaptively with a compute-optimal table (pilot, bin, "
+                    "escalate): the same as `testtime run --strategy optimal`.")
+
+
+def _print_summary(summary: dict[str, Any], summary_tables: Any) -> None:
+    show(*summary_tables(summary))
+    if "adaptive" in summary:
+        from testtime.analysis.adaptive_summary import adaptive_table
+
+        show(adaptive_table(summary["adaptive"]))
 
 
 def fill_ray_flag(argv: list[str]) -> list[str]:
@@ -215,32 +225,18 @@ def _retry_and_executor(
     when the executor starts)."""
     from testtime.retry import RetryPolicy
 
-    try:
-        retry = RetryPolicy(max_retries=max_retries)
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc), param_hint="--max-retries") from None
+    if max_retries < 0:
+        fail(f"--max-retries {max_retries}: must be >= 0")
+    retry = RetryPolicy(max_retries=max_retries)
     if ray is None:
         if ray_actors is not None or gpus_per_actor is not None:
-            raise typer.BadParameter("only applies with --ray",
-                                     param_hint="--ray-actors/--gpus-per-actor")
+            fail("--ray-actors/--gpus-per-actor only apply with --ray")
         return retry, None
     from testtime.distributed import RayExecutor, RayOptions
 
-    try:
-        options = RayOptions(address=None if ray == RAY_LOCAL else ray, actors=ray_actors,
-                             gpus_per_actor=gpus_per_actor)
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc)) from None
+    options = RayOptions(address=None if ray == RAY_LOCAL else ray, actors=ray_actors,
+                         gpus_per_actor=gpus_per_actor)
     return retry, RayExecutor(cfg, options)
-
-
-def _input_errors(executor: Any) -> tuple[type[Exception], ...]:
-    """Errors the user can fix (bad data, no Ray cluster): printed without a traceback."""
-    if executor is None:
-        return (ValueError, FileNotFoundError)
-    from testtime.distributed import ExecutorError
-
-    return (ValueError, FileNotFoundError, ExecutorError)
 
 
 async def _run_with(executor: Any, job: Coroutine[Any, Any, T]) -> T:
@@ -251,33 +247,18 @@ async def _run_with(executor: Any, job: Coroutine[Any, Any, T]) -> T:
         return await job
 
 
-@app.command()
-def summary(run_dir: Path) -> None:
+def summary(
+    run_dir: Path,
+    as_json: Annotated[bool, typer.Option("--json", help="Print summary.json as it is")] = False,
+) -> None:
     """Print the summary of an existing run directory."""
     from testtime.summary import summary_tables
 
     path = run_dir / "summary.json"
     if not path.exists():
-        console.print(f"[red]error:[/red] {path} does not exist (run with --resume first)")
-        raise typer.Exit(2)
-    for table in summary_tables(json.loads(path.read_text())):
-        console.print(table)
-
-
-# Sub-apps live in their own modules: serve (PRM service) and the analysis commands (flops,
-# sweep, analyze, report, adaptive).
-from testtime.cli_analysis import register as _register_analysis
-from testtime.cli_serve import serve_app
-
-app.add_typer(serve_app, name="serve")
-_register_analysis(app)
-
-
-def main() -> None:
-    logging.basicConfig(level=os.environ.get("TESTTIME_LOG", "WARNING"))
-    sys.argv[1:] = fill_ray_flag(sys.argv[1:])
-    app()
-
-
-if __name__ == "__main__":
-    main()
+        fail(f"{path} does not exist (run with --resume first)")
+    data = json.loads(path.read_text())
+    if as_json:
+        print_json(data)
+        return
+    _print_summary(data, summary_tables)

@@ -1,7 +1,4 @@
-"""``testtime serve``: run a step scorer as an HTTP service (see ``testtime.scoring.serve``).
-
-Registered in ``testtime.cli`` with ``app.add_typer(serve_app, name="serve")``.
-"""
+"""``testtime serve``: run a step scorer as an HTTP service (``testtime.scoring.service``)."""
 
 from __future__ import annotations
 
@@ -9,18 +6,21 @@ import ipaddress
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 
-from testtime.scoring.serve import (
+from testtime.cli.common import err_console, fail, user_errors
+from testtime.scoring.service.protocol import (
     API_KEY_ENV,
     DEFAULT_MAX_REQUEST_BYTES,
     DEFAULT_MAX_STEPS,
+)
+from testtime.scoring.service.server import (
+    DEFAULT_MAX_CONCURRENT,
+    DEFAULT_SCORE_TIMEOUT_S,
     ServeConfig,
 )
 
 serve_app = typer.Typer(help="Serve models over HTTP.", no_args_is_help=True,
                         add_completion=False)
-console = Console(stderr=True)
 
 
 def _is_loopback(host: str) -> bool:
@@ -46,6 +46,15 @@ def prm(
     = DEFAULT_MAX_REQUEST_BYTES,
     max_steps: Annotated[int, typer.Option(help="Most steps in one scored request")]
     = DEFAULT_MAX_STEPS,
+    max_request_tokens: Annotated[int | None, typer.Option(
+        help="Most input tokens of one scored path [default and upper bound: the model's "
+             "context]")] = None,
+    max_concurrent: Annotated[int, typer.Option(
+        help="Requests scored at once; more are answered 503 (clients retry)")]
+    = DEFAULT_MAX_CONCURRENT,
+    score_timeout: Annotated[float, typer.Option(
+        help="Seconds a request may take to be scored before it is answered 504")]
+    = DEFAULT_SCORE_TIMEOUT_S,
     device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:N")] = None,
     dtype: Annotated[str | None, typer.Option(help="auto, float32, bfloat16")] = None,
     max_batch_tokens: Annotated[int | None, typer.Option(
@@ -54,18 +63,19 @@ def prm(
     = False,
 ) -> None:
     """Serve a step scorer: POST /v1/score, GET /v1/info, GET /health."""
-    from testtime.scoring.registry import build_scorer
-    from testtime.scoring.serve import bind_socket, run_server
+    from testtime.scoring.registry import build_scorer, check_scorer_spec
+    from testtime.scoring.service.server import bind_socket, run_server
 
     api_key = api_key or None  # an empty $TESTTIME_PRM_API_KEY means no key
-    try:
+    with user_errors():
         config = ServeConfig(host=host, port=port, api_key=api_key,
-                             max_request_bytes=max_request_bytes, max_steps=max_steps)
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc)) from None
+                             max_request_bytes=max_request_bytes, max_steps=max_steps,
+                             max_request_tokens=max_request_tokens,
+                             max_concurrent=max_concurrent, score_timeout_s=score_timeout)
+        check_scorer_spec(prm)
     if not _is_loopback(host) and api_key is None:
-        console.print(f"[yellow]warning:[/yellow] serving on {host} without --api-key: anyone "
-                      f"who can reach this port can use the scorer")
+        err_console.print(f"[yellow]warning:[/yellow] serving on {host} without --api-key: "
+                          f"anyone who can reach this port can use the scorer")
     options: dict[str, Any] = {"device": device, "dtype": dtype,
                                "max_batch_tokens": max_batch_tokens}
     if trust_remote_code:
@@ -73,14 +83,12 @@ def prm(
     try:  # bind before loading a model, so a busy port fails fast
         sock = bind_socket(config.host, config.port)
     except OSError as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from None
+        fail(f"--port {port}: {exc}")
     try:
         scorer = build_scorer(prm, {k: v for k, v in options.items() if v is not None})
     except (ValueError, FileNotFoundError, OSError) as exc:
         sock.close()
-        console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from None
+        fail(f"--prm {prm}: {exc}")
 
     def ready(url: str) -> None:
         # Plain print, flushed: scripts and tests read the bound address from stdout.

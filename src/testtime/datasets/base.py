@@ -115,9 +115,11 @@ class DatasetSpec:
 _REGISTRY: dict[str, str | Loader] = {
     "demo": "testtime.datasets.demo:load",
     "math500": "testtime.datasets.math500:load",
-    "aime24": "testtime.datasets.aime24:load",
-    "amc23": "testtime.datasets.amc23:load",
+    "aime24": "testtime.datasets.contests:load_aime24",
+    "amc23": "testtime.datasets.contests:load_amc23",
 }
+#: Loader of any ``.jsonl`` path (resolved lazily like the registered ones).
+_JSONL_LOADER = "testtime.datasets.jsonl:load"
 
 
 def register_dataset(name: str, loader: str | Loader) -> None:
@@ -146,9 +148,7 @@ def _loader_for(name: str) -> Loader:
     if DEMO_SIZED_RE.fullmatch(name):
         return _resolve(_REGISTRY["demo"])
     if name.lower().endswith(".jsonl"):
-        from testtime.datasets.jsonl import load as load_jsonl
-
-        return load_jsonl
+        return _resolve(_JSONL_LOADER)
     raise DatasetError(
         f"unknown dataset {name!r}: expected one of {', '.join(available_datasets())}, "
         "demo-N (N problems), or a path to a .jsonl file"
@@ -225,50 +225,3 @@ def hub_rows(dataset: str, split: str, local_name: str) -> list[dict[str, Any]]:
             f"({type(exc).__name__}: {exc}); check your connection {hint}"
         ) from exc
     return [dict(row) for row in rows]
-
-
-def contest_problems(
-    rows: list[dict[str, Any]],
-    *,
-    dataset: str,
-    url_re: re.Pattern[str],
-    id_prefix: str,
-) -> list[Problem]:
-    """Normalise AI-MO validation rows (``id``, ``problem``, ``answer``, ``url``, ...) of one
-    contest year into the shape of the local files.
-
-    Keeps the rows whose ``url`` matches ``url_re`` (groups: exam such as ``I``/``A``, problem
-    number), sorts them by (exam, number) as the local files are, and numbers them
-    ``<id_prefix>/00``, ``/01``...; ``url`` becomes metadata ``source``, the Hub's own integer
-    ``id`` is dropped, integer answers lose zero padding (``"023"`` -> ``"23"``) and numeric
-    answers (AMC stores floats) become exact strings.
-    """
-    from testtime.datasets.jsonl import build_problem  # jsonl imports this module
-
-    keyed: list[tuple[tuple[str, int], int, dict[str, Any]]] = []
-    for index, row in enumerate(rows):
-        url = row.get("url")
-        if not isinstance(url, str):
-            got = "missing" if "url" not in row else f"not a string ({type(url).__name__})"
-            raise DatasetError(f"{dataset} row {index}: field 'url' is {got}")
-        match = url_re.search(url)
-        if match:
-            keyed.append(((match.group(1), int(match.group(2))), index, row))
-    if not keyed:
-        raise DatasetError(f"{dataset}: no row has a 'url' matching {url_re.pattern!r}")
-    keyed.sort(key=lambda item: item[0])
-    for (key, index, _), (next_key, next_index, _) in zip(keyed, keyed[1:]):
-        if key == next_key:
-            raise DatasetError(
-                f"{dataset} row {next_index}: field 'url' names the same problem as row {index}"
-            )
-    problems = []
-    for number, (_, index, row) in enumerate(keyed):
-        record = {k: v for k, v in row.items() if k not in ("id", "url")}
-        record["id"] = f"{id_prefix}/{number:02d}"
-        record["source"] = row["url"]
-        answer = record.get("answer")
-        if isinstance(answer, str) and answer.strip().isdigit():
-            record["answer"] = str(int(answer))
-        problems.append(build_problem(record, f"{dataset} row {index}"))
-    return problems

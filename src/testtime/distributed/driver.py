@@ -13,19 +13,31 @@ appends the record. The executor's job is placement and loss:
   search itself is re-raised as the original exception, so retries treat both alike.
 - ``aclose`` releases the engines, kills the actors and stops the Ray it started.
 
-Ray is imported only here, and only when ``start`` runs: without ``--ray`` nothing imports it.
+Ray is imported only when ``start`` runs (through ``import_ray``): without ``--ray`` nothing
+imports it. The pool's value types, errors and sizing live in :mod:`.pool_types`, the
+per-sweep-cell view of a pool in :mod:`.bound`; both are re-exported here.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import math
 from collections.abc import Awaitable
-from dataclasses import dataclass, field
 from typing import Any, Self
 
 from testtime.config import RunConfig
+from testtime.distributed.bound import BoundExecutor
+from testtime.distributed.pool_types import (  # noqa: F401  (re-exported for callers)
+    SUMMARY_CHARS,
+    ActorLostError,
+    ActorSlot,
+    ExecutorError,
+    ExecutorStats,
+    PoolPlan,
+    RayOptions,
+    import_ray,
+    ray_error_summary,
+)
 from testtime.distributed.worker import (
     PolicyFactory,
     ScorerFactory,
@@ -42,100 +54,6 @@ log = logging.getLogger(__name__)
 
 #: Seconds an actor may take to release its engines when the pool closes.
 SHUTDOWN_TIMEOUT_S = 10.0
-#: Length of a Ray error as the driver quotes it in logs and error records.
-SUMMARY_CHARS = 160
-
-
-class ExecutorError(RuntimeError):
-    """The pool cannot start: Ray is missing or unreachable, or no actor could load its models."""
-
-
-class ActorLostError(RuntimeError):
-    """The actor holding a unit died (or its node did); the unit can be retried elsewhere."""
-
-
-@dataclass(frozen=True)
-class RayOptions:
-    """Where and how many actors to run. Validates on construction; no I/O."""
-
-    address: str | None = None
-    """Ray address: None starts a local Ray (or joins ``$RAY_ADDRESS``); ``auto`` joins the
-    cluster this machine belongs to; ``HOST:PORT`` or ``ray://HOST:10001`` a remote head."""
-    actors: int | None = None
-    """Number of actors; None: one per ``gpus_per_actor`` GPUs of the cluster, else 1."""
-    gpus_per_actor: float | None = None
-    """GPUs reserved per actor (fractions share a GPU); None: 1 when the cluster has GPUs."""
-    cpus_per_actor: float = 1.0
-    """CPUs reserved per actor."""
-    max_in_flight_per_actor: int | None = None
-    """Units one actor holds at once; None: the run's concurrency divided by the actors."""
-    max_replacements: int | None = None
-    """Actors started to replace lost ones, over the whole run; None: twice the actors."""
-    actor_start_timeout_s: float = 900.0
-    """Longest wait for an actor to be placed and load its models before it is given up."""
-    runtime_env: dict[str, Any] | None = None
-    """Ray runtime environment for the actors (e.g. to ship this package to a cluster)."""
-
-    def __post_init__(self) -> None:
-        if self.actors is not None and self.actors < 1:
-            raise ValueError(f"--ray-actors must be >= 1, got {self.actors}")
-        if self.gpus_per_actor is not None and self.gpus_per_actor < 0:
-            raise ValueError(f"--gpus-per-actor must be >= 0, got {self.gpus_per_actor}")
-        if self.cpus_per_actor < 0:
-            raise ValueError(f"cpus_per_actor must be >= 0, got {self.cpus_per_actor}")
-        if self.max_in_flight_per_actor is not None and self.max_in_flight_per_actor < 1:
-            raise ValueError("max_in_flight_per_actor must be >= 1")
-        if self.max_replacements is not None and self.max_replacements < 0:
-            raise ValueError("max_replacements must be >= 0")
-        if not self.actor_start_timeout_s > 0:
-            raise ValueError("actor_start_timeout_s must be > 0")
-
-
-@dataclass
-class ExecutorStats:
-    """What happened to the pool during a run (for logs, reports and tests)."""
-
-    actors_ready: int = 0
-    start_failures: int = 0
-    actors_lost: int = 0
-    replacements: int = 0
-    units_sent: int = 0
-    units_lost: int = 0
-    """Units whose actor died while holding them (each was retried per the retry policy)."""
-
-
-@dataclass
-class ActorSlot:
-    """One actor of the pool and what the driver knows about it."""
-
-    name: str
-    handle: Any
-    ready: bool = False
-    alive: bool = True
-    in_flight: int = 0
-    info: dict[str, Any] = field(default_factory=dict)
-    """What the actor reported once ready: pid, host, GPUs, policy."""
-
-
-def import_ray() -> Any:
-    """The ``ray`` module, or :class:`ExecutorError` saying how to install it."""
-    try:
-        import ray
-    except ImportError as exc:
-        raise ExecutorError(
-            "--ray needs Ray, an optional extra: pip install 'testtime[ray]'"
-        ) from exc
-    return ray
-
-
-def ray_error_summary(exc: BaseException) -> str:
-    """The informative part of a Ray error: its last line (they carry remote tracebacks),
-    cut to :data:`SUMMARY_CHARS` (they go on with troubleshooting advice)."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    text = lines[-1] if lines else ""
-    if len(text) > SUMMARY_CHARS:
-        text = text[: SUMMARY_CHARS - 3].rstrip() + "..."
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 async def _resolved(ref: Awaitable[Any]) -> Any:
@@ -207,18 +125,9 @@ class RayExecutor:
             self._owns_ray = True
         self._ray = ray
         cluster_gpus = float(ray.cluster_resources().get("GPU", 0))
-        gpus = opts.gpus_per_actor if opts.gpus_per_actor is not None else (
-            1.0 if cluster_gpus >= 1 else 0.0)
-        if opts.actors is not None:
-            n = opts.actors
-        elif gpus > 0:
-            n = max(1, int(cluster_gpus // gpus))
-        else:
-            n = 1
-        self.cap = opts.max_in_flight_per_actor or max(
-            1, math.ceil(self.config.max_concurrent_problems / n))
-        self._max_replacements = (opts.max_replacements if opts.max_replacements is not None
-                                  else 2 * n)
+        plan = opts.plan(cluster_gpus, self.config.max_concurrent_problems)
+        n, gpus = plan.actors, plan.gpus_per_actor
+        self.cap, self._max_replacements = plan.cap, plan.max_replacements
         actor_options: dict[str, Any] = {"num_cpus": opts.cpus_per_actor, "num_gpus": gpus,
                                          "max_restarts": 0}
         if opts.runtime_env is not None:
@@ -369,22 +278,3 @@ class RayExecutor:
         self._ray = None
         self._started = False
 
-
-class BoundExecutor:
-    """A :class:`RayExecutor`'s actors serving one more run config (see ``RayExecutor.bind``);
-    closing is the owner's business, so it has no ``aclose``."""
-
-    def __init__(self, base: RayExecutor, config: RunConfig) -> None:
-        self.base = base
-        self.config = config
-
-    @property
-    def stats(self) -> ExecutorStats:
-        return self.base.stats
-
-    async def start(self) -> None:
-        await self.base.start()
-
-    async def search(self, problem: Problem, ctx: SearchContext | None = None) -> SearchResult:
-        return await self.base.search_unit(
-            WorkUnit(problem, self.config.search, self.config.sampling))

@@ -11,15 +11,15 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
 from typing import Any
 
+from testtime.compose import BuiltRun, build_run
 from testtime.config import RunConfig
 from testtime.policy.base import Policy
-from testtime.prompts import prompt_for_model
 from testtime.scoring.base import StepScorer
-from testtime.search import get_method
-from testtime.search.base import SamplingConfig, SearchConfig, SearchContext, SearchResult
+from testtime.search.base import SamplingConfig, SearchConfig, SearchResult
 from testtime.types import Problem
 
 PolicyFactory = Callable[[RunConfig], Policy]
@@ -60,7 +60,12 @@ class WorkUnit:
 
 
 class SearchWorker:
-    """Owns one policy engine and one scorer; runs search methods on work units."""
+    """Owns one policy engine and one scorer; runs search methods on work units.
+
+    The engines are built by :func:`testtime.compose.build_run` (as in a local run) when the
+    actor first answers :meth:`ready`; factories other than the registry's (tests) inject
+    theirs. :meth:`shutdown` closes them.
+    """
 
     def __init__(
         self,
@@ -69,42 +74,54 @@ class SearchWorker:
         scorer_factory: ScorerFactory = registry_scorer,
     ) -> None:
         self.config = config
-        self.policy = policy_factory(config)
-        self.scorer = scorer_factory(config, self.policy)
-        self.ctx = SearchContext(
-            policy=self.policy,
-            scorer=self.scorer,
-            prompt=prompt_for_model(self.policy.name, config.prompt),
-            search=config.search,
-            sampling=config.sampling,
-        )
+        self.policy_factory = policy_factory
+        self.scorer_factory = scorer_factory
+        self.built: BuiltRun | None = None
+        self._stack = AsyncExitStack()
         self.units_done = 0
+
+    async def _build(self) -> BuiltRun:
+        if self.built is None:
+            policy = scorer = None
+            if self.policy_factory is not registry_policy:
+                policy = self.policy_factory(self.config)
+                self._stack.push_async_callback(policy.aclose)
+            if self.scorer_factory is not registry_scorer:
+                if policy is None:  # a custom scorer with the registry's policy
+                    policy = registry_policy(self.config)
+                    self._stack.push_async_callback(policy.aclose)
+                scorer = self.scorer_factory(self.config, policy)
+                self._stack.push_async_callback(scorer.aclose)
+            self.built = await self._stack.enter_async_context(
+                build_run(self.config, policy=policy, scorer=scorer))
+        return self.built
 
     async def ready(self) -> dict[str, Any]:
         """Where this actor runs (answered once the models are loaded)."""
+        built = await self._build()
         return {
             "pid": os.getpid(),
             "host": socket.gethostname(),
             "gpus": os.environ.get("CUDA_VISIBLE_DEVICES", ""),
-            "policy": self.policy.name,
+            "policy": built.policy.name,
         }
 
     async def search(self, unit: WorkUnit) -> SearchResult:
         """Search one unit; errors propagate to the driver, which decides about retries."""
-        ctx = self.ctx
-        if unit.search != ctx.search:
-            ctx = replace(ctx, search=unit.search)
-        if unit.sampling is not None and unit.sampling != ctx.sampling:
-            ctx = replace(ctx, sampling=unit.sampling)
-        register = getattr(self.scorer, "add_problems", None)
+        built = await self._build()
+        config = self.config.model_copy(update={
+            "search": unit.search, "sampling": unit.sampling or self.config.sampling})
+        if config != built.config:
+            built = built.for_config(config)
+        register = getattr(built.scorer, "add_problems", None)
         if register is not None:  # the oracle scorer grades steps against the reference
             register([unit.problem])
-        result = await get_method(unit.search.method)(unit.problem, ctx)
+        result = await built.method(unit.problem, built.ctx)
         self.units_done += 1
         return result
 
     async def shutdown(self) -> int:
         """Release the engines before the actor is killed; returns the units it searched."""
-        await self.policy.aclose()
-        await self.scorer.aclose()
+        self.built = None
+        await self._stack.aclose()
         return self.units_done

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol, runtime_checkable
+from typing import Protocol, Self, runtime_checkable
 
+from testtime.retry import PermanentError
 from testtime.types import Completion, GenerationRequest
+
+
+class PromptTooLong(PermanentError, ValueError):
+    """A request's prompt does not fit the policy's context (retrying cannot help)."""
 
 
 @runtime_checkable
@@ -15,7 +20,8 @@ class Policy(Protocol):
     Contract: ``generate`` returns one list per request, in request order, holding exactly
     ``request.params.n`` completions. Implementations batch internally; callers should pass
     every request they have at once and may call ``generate`` concurrently from many tasks
-    (the backend groups concurrent calls into full batches).
+    (the backend groups concurrent calls into full batches). A policy is an async context
+    manager: ``async with policy:`` closes it (``aclose``) on exit.
     """
 
     name: str
@@ -32,3 +38,7 @@ class Policy(Protocol):
     async def aclose(self) -> None:
         """Release resources (threads, servers, GPU memory)."""
         ...
+
+    async def __aenter__(self) -> Self: ...
+
+    async def __aexit__(self, *exc: object) -> None: ...

@@ -11,12 +11,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from testtime.types import Completion, FinishReason
+from testtime.types import BOXED, STEP_DELIMITER, Completion, FinishReason
 
 #: What ``SamplingParams.end_at_boxed_step`` looks for: the first ``\\boxed`` and the blank line
 #: (step end) after it.
-BOXED = "\\boxed"
-STEP_END = "\n\n"
+STEP_END = STEP_DELIMITER
 _BOXED_B, _STEP_END_B = BOXED.encode(), STEP_END.encode()
 
 

@@ -19,6 +19,7 @@ from typing import Any, Literal
 from testtime.policy.batching import RequestBatcher, row_limit
 from testtime.policy.completion import boxed_step_end, build_completion
 from testtime.policy.model_files import materialize, resolve
+from testtime.resources import AsyncResource
 from testtime.types import ChatMessage, Completion, GenerationRequest, SamplingParams
 
 log = logging.getLogger(__name__)
@@ -146,7 +147,7 @@ def _boxed_step_criteria(tokenizer: Any, prompt_len: int) -> Any:
     return BoxedStepStop()
 
 
-class HFPolicy:
+class HFPolicy(AsyncResource):
     """Policy backed by a transformers causal LM; batches concurrent requests."""
 
     def __init__(self, config: HFPolicyConfig) -> None:

@@ -14,16 +14,16 @@ fails at once with a clear message.
 
 Servers report sampled-token log-probabilities (``logprobs=1``) but not the full distribution,
 so ``token_certainties`` stay empty: self-certainty scoring needs an in-process backend.
+
+This module holds the settings, the prompts and the mapping of returned choices onto
+completions; the HTTP side (server checks, load spreading, retries) is
+:class:`~testtime.policy.openai_http.ServerPool`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import itertools
-import logging
 import os
-import random
-import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -31,25 +31,14 @@ from typing import Any
 from testtime.policy.batching import row_seed
 from testtime.policy.completion import build_completion
 from testtime.policy.hf import render_prompt, token_pieces
+from testtime.policy.openai_http import (  # noqa: F401  (re-exported for callers)
+    RETRY_STATUSES,
+    SERVER_EXTRAS,
+    OpenAIServerError,
+    ServerPool,
+)
+from testtime.resources import AsyncResource
 from testtime.types import Completion, GenerationRequest, SamplingParams
-
-log = logging.getLogger(__name__)
-
-#: HTTP statuses worth retrying: rate limiting and server-side failures.
-RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
-
-#: Extra request fields per server family (``owned_by`` in ``/v1/models``). llama.cpp servers
-#: default to top-k 40, min-p 0.05 and a repeat penalty; these make sampling plain
-#: temperature + top-p as on the other backends. vLLM can keep the stop string in the text.
-SERVER_EXTRAS: dict[str, dict[str, Any]] = {
-    "llamacpp": {"top_k": 0, "min_p": 0.0, "repeat_penalty": 1.0},
-    "me": {"top_k": 0, "min_p": 0.0, "repeat_penalty": 1.0},  # llama-cpp-python's server
-    "vllm": {"include_stop_str_in_output": True, "skip_special_tokens": False},
-}
-
-
-class OpenAIServerError(RuntimeError):
-    """A server failed, refused the request, or could not be reached (the message names it)."""
 
 
 @dataclass(frozen=True)
@@ -95,17 +84,16 @@ class OpenAIPolicyConfig:
             raise ValueError("openai: max_retries and backoff_s must be >= 0, timeout_s > 0")
 
 
-class OpenAIPolicy:
+class OpenAIPolicy(AsyncResource):
     """Policy served over HTTP by one or more OpenAI-compatible servers."""
 
     def __init__(self, config: OpenAIPolicyConfig, tokenizer: Any = None,
                  transport: Any = None) -> None:
         """``tokenizer`` and ``transport`` (an ``httpx`` transport) may be injected by tests."""
-        from testtime.policy.llamacpp import load_tokenizer
-        from testtime.policy.registry import known_param_count
+        from testtime.flops import known_param_count
+        from testtime.policy.gguf_support import load_tokenizer
 
         self.config = config
-        self._transport = transport
         self.name = f"openai:{config.model}"
         self.urls = [u.rstrip("/") for u in config.base_urls]
         self.tokenizer = tokenizer or load_tokenizer(config.tokenizer or config.model,
@@ -116,16 +104,19 @@ class OpenAIPolicy:
                     in self.tokenizer("x", add_special_tokens=True)["input_ids"])
         self._strip_bos = bos if bos and adds_bos else None
         key = config.api_key or os.environ.get("OPENAI_API_KEY")
-        self._headers = {"Authorization": f"Bearer {key}"} if key else {}
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
         self.param_count = known_param_count(config.model, config.tokenizer or "")
-        self.extras = self._check_servers()
-        self._in_flight = dict.fromkeys(self.urls, 0)
-        self._rr = itertools.count()
-        self._clients: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
-        self._slots: weakref.WeakKeyDictionary[Any, asyncio.Semaphore] = (
-            weakref.WeakKeyDictionary())
-        self.retries = 0
+        self._servers = ServerPool(
+            self.urls, model=config.model, headers=headers, transport=transport,
+            max_concurrency=config.max_concurrency, timeout_s=config.timeout_s,
+            connect_timeout_s=config.connect_timeout_s, max_retries=config.max_retries,
+            backoff_s=config.backoff_s, max_backoff_s=config.max_backoff_s)
+        self.extras = self._servers.check(config.server_extras)
+
+    @property
+    def retries(self) -> int:
         """Requests retried so far (for tests and progress displays)."""
+        return self._servers.retries
 
     # -- protocol ------------------------------------------------------------------------------
 
@@ -153,102 +144,9 @@ class OpenAIPolicy:
         return out
 
     async def aclose(self) -> None:
-        loop = asyncio.get_running_loop()
-        client = self._clients.pop(loop, None)
-        if client is not None:
-            await client.aclose()
+        await self._servers.aclose()
 
-    # -- HTTP ----------------------------------------------------------------------------------
-
-    def _check_servers(self) -> dict[str, Any]:
-        """Check every server serves ``model``; return the request extras for its family."""
-        import httpx
-
-        families = set()
-        with httpx.Client(transport=self._transport, headers=self._headers,
-                          timeout=self.config.connect_timeout_s) as sync:
-            for url in self.urls:
-                families.add(self._check_one(sync, url))
-        if self.config.server_extras is not None:
-            return dict(self.config.server_extras)
-        if len(families) == 1:
-            return dict(SERVER_EXTRAS.get(families.pop(), {}))
-        log.warning("servers of different families %s: sending no extra fields", families)
-        return {}
-
-    def _check_one(self, sync: Any, url: str) -> str:
-        """The family (``owned_by``) of ``model`` on the server at ``url``; clear errors."""
-        import httpx
-
-        try:
-            resp = sync.get(f"{url}/models")
-        except httpx.HTTPError as exc:
-            raise OpenAIServerError(f"cannot reach the OpenAI-compatible server at {url} "
-                                    f"({type(exc).__name__}: {exc}); is it running?") from exc
-        if resp.status_code != 200:
-            raise OpenAIServerError(f"{url}/models answered HTTP {resp.status_code}: "
-                                    f"{resp.text[:300]}")
-        models = resp.json().get("data", [])
-        match = [m for m in models if m.get("id") == self.config.model]
-        if not match:
-            raise OpenAIServerError(f"the server at {url} does not serve model "
-                                    f"{self.config.model!r}; it serves "
-                                    f"{[m.get('id') for m in models]}")
-        return str(match[0].get("owned_by", ""))
-
-    def _client(self) -> Any:
-        import httpx
-
-        loop = asyncio.get_running_loop()
-        client = self._clients.get(loop)
-        if client is None:
-            limits = httpx.Limits(max_connections=self.config.max_concurrency * len(self.urls))
-            timeout = httpx.Timeout(self.config.timeout_s, connect=self.config.connect_timeout_s)
-            client = httpx.AsyncClient(headers=self._headers, timeout=timeout, limits=limits,
-                                       transport=self._transport)
-            self._clients[loop] = client
-            self._slots[loop] = asyncio.Semaphore(self.config.max_concurrency * len(self.urls))
-        return client
-
-    def _pick(self, avoid: str | None) -> str:
-        """The server with the fewest requests in flight (round-robin among equals)."""
-        urls = [u for u in self.urls if u != avoid] or self.urls
-        start = next(self._rr) % len(urls)
-        rotated = urls[start:] + urls[:start]
-        return min(rotated, key=lambda u: self._in_flight[u])
-
-    async def _post(self, payload: dict[str, Any]) -> dict[str, Any]:
-        import httpx
-
-        client = self._client()
-        slots = self._slots[asyncio.get_running_loop()]
-        failed: str | None = None
-        last = ""
-        for attempt in range(self.config.max_retries + 1):
-            if attempt:
-                self.retries += 1
-                delay = min(self.config.max_backoff_s, self.config.backoff_s * 2 ** (attempt - 1))
-                await asyncio.sleep(delay * (0.5 + random.random() / 2))
-            async with slots:
-                url = self._pick(failed)
-                self._in_flight[url] += 1
-                try:
-                    resp = await client.post(f"{url}/completions", json=payload)
-                except (httpx.TimeoutException, httpx.TransportError) as exc:
-                    failed, last = url, f"{type(exc).__name__}: {exc}"
-                    log.warning("%s: %s (attempt %d)", url, last, attempt + 1)
-                    continue
-                finally:
-                    self._in_flight[url] -= 1
-            if resp.status_code == 200:
-                return dict(resp.json())
-            last = f"HTTP {resp.status_code}: {resp.text[:300]}"
-            if resp.status_code not in RETRY_STATUSES:
-                raise OpenAIServerError(f"{url}/completions refused the request: {last}")
-            failed = url
-            log.warning("%s: %s (attempt %d)", url, last, attempt + 1)
-        raise OpenAIServerError(f"{failed}/completions failed {self.config.max_retries + 1} "
-                                f"times; last error: {last}")
+    # -- requests and choices ------------------------------------------------------------------
 
     async def _complete(self, prompt: str, n_prompt: int, params: SamplingParams,
                         seed: int | None) -> Completion:
@@ -266,7 +164,7 @@ class OpenAIPolicy:
             payload["stop"] = list(params.stop)
         if seed is not None:
             payload["seed"] = seed
-        data = await self._post(payload)
+        data = await self._servers.post(payload)
         return self._to_completion(data["choices"][0], n_prompt, params)
 
     def _to_completion(self, choice: dict[str, Any], n_prompt: int,

@@ -167,14 +167,16 @@ def build_policy(spec: str, options: dict[str, Any] | None = None) -> Policy:
     return POLICY_BACKENDS[backend].factory(model, dict(options or {}))
 
 
-def known_param_count(*specs: str) -> Any:
-    """``ParamCount`` of the first spec naming a known model or a ``config.json`` directory
-    (used for FLOPs accounting by backends without a transformers model), else None."""
-    from testtime.flops import resolve_params
+def check_policy_spec(spec: str) -> None:
+    """Check ``--policy`` before anything loads: a known backend, a model that exists (local
+    path) or can be fetched (Hub id; in the cache when offline). Raises ``UserError``."""
+    from testtime.errors import UserError, check_model_source
 
-    for spec in specs:
-        try:
-            return resolve_params(spec)[1]
-        except (ValueError, OSError):
-            continue
-    return None
+    try:
+        backend, model = parse_policy_spec(spec)
+    except ValueError as exc:
+        raise UserError(str(exc), "--policy") from None
+    if backend in ("hf", "vllm") or backend == "llamacpp" and model != "default":
+        check_model_source(model, "--policy", spec)
+    elif backend == "openai" and "@" in model and not _OPENAI_SPEC.match(model):
+        raise UserError("expected MODEL@http://HOST:PORT/v1[,http://...]", "--policy", spec)

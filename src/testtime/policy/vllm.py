@@ -24,6 +24,7 @@ from typing import Any, Literal
 
 from testtime.policy.completion import build_completion
 from testtime.policy.hf import render_prompt, token_pieces
+from testtime.resources import AsyncResource
 from testtime.types import Completion, GenerationRequest, SamplingParams
 
 
@@ -65,7 +66,7 @@ class VLLMPolicyConfig:
             raise ValueError(f"vllm.max_batch_seqs must be >= 1, got {self.max_batch_seqs}")
 
 
-class VLLMPolicy:
+class VLLMPolicy(AsyncResource):
     """Policy backed by an in-process vLLM engine (GPU)."""
 
     def __init__(self, config: VLLMPolicyConfig, tokenizer: Any = None) -> None:
@@ -73,7 +74,7 @@ class VLLMPolicy:
             import vllm
         except ImportError as exc:
             raise ImportError("the vllm backend needs vLLM: pip install 'testtime[vllm]'") from exc
-        from testtime.policy.registry import known_param_count
+        from testtime.flops import known_param_count
 
         self.config = config
         self.name = f"vllm:{config.model}"

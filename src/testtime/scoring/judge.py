@@ -18,8 +18,9 @@ sampled token's log-probability):
   is an approximation, used only when no exact probe is available.
 
 All steps of all requests in one ``score`` call go to the probe together, and concurrent
-``score`` calls are coalesced, so the judge runs in large batches. ``scored_tokens`` counts
-the judge's prompt tokens.
+``score`` calls are coalesced, so the judge runs in large batches. The tokens a call reads are
+the judge's prompt tokens (one prompt per step), reported by the probe with its answers; its
+FLOPs are billed with the judge model's parameter count (``param_count``).
 """
 
 from __future__ import annotations
@@ -27,12 +28,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import threading
-from collections import OrderedDict
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from testtime.policy.base import Policy
+from testtime.scoring.base import ScorerBase, ScoreResult
 from testtime.scoring.coalesce import Coalescer
 from testtime.types import ChatMessage, GenerationRequest, SamplingParams, ScoreRequest
 
@@ -48,7 +48,6 @@ SYSTEM_PROMPT = (
 QUESTION = "Is this step correct? Answer with one word: Yes or No."
 YES_SPELLINGS = ("Yes", " Yes", "yes", " yes", "YES")
 NO_SPELLINGS = ("No", " No", "no", " no", "NO")
-_TOKEN_CACHE_SIZE = 65536
 
 Chat = tuple[ChatMessage, ...]
 
@@ -71,12 +70,8 @@ def step_chats(request: ScoreRequest) -> list[Chat]:
 class YesNoProbe(Protocol):
     """Reads P(Yes | Yes or No) of a judge model's answer to each chat."""
 
-    async def p_yes(self, chats: Sequence[Chat]) -> list[float]:
-        """One probability per chat, in order."""
-        ...
-
-    def prompt_tokens(self, chat: Chat) -> int:
-        """Tokens of the judge's prompt for ``chat``."""
+    async def p_yes(self, chats: Sequence[Chat]) -> tuple[list[float], list[int]]:
+        """One probability per chat, in order, and the prompt tokens the judge read for it."""
         ...
 
 
@@ -114,13 +109,10 @@ class HFYesNoProbe:
         # The chat template already holds BOS where the model wants it (as in HFPolicy).
         return list(self.tokenizer(self.render(chat), add_special_tokens=False)["input_ids"])
 
-    def prompt_tokens(self, chat: Chat) -> int:
-        return len(self.encode(chat))
-
-    async def p_yes(self, chats: Sequence[Chat]) -> list[float]:
+    async def p_yes(self, chats: Sequence[Chat]) -> tuple[list[float], list[int]]:
         return await asyncio.to_thread(self.p_yes_sync, chats)
 
-    def p_yes_sync(self, chats: Sequence[Chat]) -> list[float]:
+    def p_yes_sync(self, chats: Sequence[Chat]) -> tuple[list[float], list[int]]:
         """Blocking :meth:`p_yes`: longest prompts first, ``batch_size`` rows per forward."""
         encoded = [self.encode(c) for c in chats]
         order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))
@@ -129,7 +121,7 @@ class HFYesNoProbe:
             rows = order[start:start + self.batch_size]
             for i, p in zip(rows, self._forward([encoded[i] for i in rows]), strict=True):
                 out[i] = p
-        return out
+        return out, [len(e) for e in encoded]
 
     def _forward(self, rows: list[list[int]]) -> list[float]:
         import torch
@@ -167,19 +159,17 @@ class SampledYesNoProbe:
         self.policy = policy
         self.params = SamplingParams(n=1, temperature=0.0, max_tokens=1, seed=0)
 
-    def prompt_tokens(self, chat: Chat) -> int:
-        return sum(self.policy.count_tokens(m.content) for m in chat)
-
-    async def p_yes(self, chats: Sequence[Chat]) -> list[float]:
+    async def p_yes(self, chats: Sequence[Chat]) -> tuple[list[float], list[int]]:
         outs = await self.policy.generate(
             [GenerationRequest(messages=c, params=self.params) for c in chats])
-        probs = []
+        probs, tokens = [], []
         for (completion,) in outs:
+            tokens.append(completion.prompt_tokens)
             word = completion.text.strip().lower()
             q = math.exp(completion.token_logprobs[0]) if completion.token_logprobs else 1.0
             probs.append(q if word.startswith("yes") else 1.0 - q if word.startswith("no")
                          else 0.5)
-        return probs
+        return probs, tokens
 
 
 def default_probe(policy: Policy) -> YesNoProbe:
@@ -193,11 +183,12 @@ def default_probe(policy: Policy) -> YesNoProbe:
     return SampledYesNoProbe(policy)
 
 
-class JudgeScorer:
+class JudgeScorer(ScorerBase):
     """Generative verifier: score = P(Yes) that each step is correct, from a judge model.
 
-    Contract: as ``StepScorer``. ``own_policy`` means the judge loaded its model and closes it
-    in ``aclose``; the run's own policy is left open.
+    Contract: as ``StepScorer``; the tokens of a request are its judge prompts' tokens.
+    ``own_policy`` means the judge loaded its model and closes it in ``aclose``; the run's own
+    policy is left open.
     """
 
     def __init__(self, policy: Policy, probe: YesNoProbe | None = None, *,
@@ -207,36 +198,26 @@ class JudgeScorer:
         self.name = f"judge:{policy.name}"
         self.own_policy = own_policy
         self._coalescer = Coalescer(self._score_now)
-        self._tokens: OrderedDict[tuple[str, tuple[str, ...]], int] = OrderedDict()
-        self._tokens_lock = threading.Lock()  # scored_tokens may run in worker threads
 
-    async def score(self, requests: Sequence[ScoreRequest]) -> list[list[float]]:
+    @property
+    def param_count(self) -> object:
+        """The judge model's size: a judge's FLOPs are ``2 * N_judge * prompt tokens``."""
+        from testtime.flops import params_of
+
+        return params_of(self.policy)
+
+    async def score(self, requests: Sequence[ScoreRequest]) -> ScoreResult:
         return await self._coalescer(requests)
 
-    async def _score_now(self, requests: list[ScoreRequest]) -> list[list[float]]:
+    async def _score_now(self, requests: list[ScoreRequest]) -> ScoreResult:
         chats = [chat for r in requests for chat in step_chats(r)]
-        probs = await self.probe.p_yes(chats) if chats else []
-        out, offset = [], 0
+        probs, tokens = await self.probe.p_yes(chats) if chats else ([], [])
+        scores, used, offset = [], [], 0
         for r in requests:
-            out.append(probs[offset:offset + len(r.steps)])
+            scores.append(probs[offset:offset + len(r.steps)])
+            used.append(sum(tokens[offset:offset + len(r.steps)]))
             offset += len(r.steps)
-        return out
-
-    def scored_tokens(self, requests: Sequence[ScoreRequest]) -> int:
-        """Prompt tokens the judge reads: one prompt per step (remembered per request)."""
-        total = 0
-        for r in requests:
-            key = (r.question, tuple(s.text for s in r.steps))
-            with self._tokens_lock:
-                count = self._tokens.get(key)
-            if count is None:
-                count = sum(self.probe.prompt_tokens(c) for c in step_chats(r))
-                with self._tokens_lock:
-                    self._tokens[key] = count
-                    while len(self._tokens) > _TOKEN_CACHE_SIZE:
-                        self._tokens.popitem(last=False)
-            total += count
-        return total
+        return ScoreResult(scores, used)
 
     async def aclose(self) -> None:
         if self.own_policy:

@@ -16,17 +16,18 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 
 from testtime.grading import Grader, extract_answer
+from testtime.scoring.base import ScorerBase, ScoreResult
 from testtime.types import Problem, ScoreRequest
 
 ORACLE_NAME = "oracle:outcome"
 
 
-class OracleScorer:
+class OracleScorer(ScorerBase):
     """Step scores 1.0/0.0 from grading each path's final answer against its reference.
 
     Contract: as ``StepScorer``; ``score`` raises ``KeyError`` for a question it has no
     reference for, and ``ValueError`` when one question was registered with two different
-    references. ``scored_tokens`` is 0 (no model runs).
+    references. It reads no tokens (no model runs; grading is not counted as compute).
     """
 
     def __init__(self, references: Mapping[str, str] | None = None,
@@ -64,7 +65,7 @@ class OracleScorer:
                            f"the runner must register the problems (build_scorer(..., "
                            f"problems=...) or OracleScorer.add_problems)") from None
 
-    async def score(self, requests: Sequence[ScoreRequest]) -> list[list[float]]:
+    async def score(self, requests: Sequence[ScoreRequest]) -> ScoreResult:
         """1.0 for every step of a path whose extracted answer is correct, else 0.0."""
         todo = [r for r in requests if r.steps]
         pairs = [(extract_answer("".join(s.text for s in r.steps)), self.reference(r.question))
@@ -77,10 +78,7 @@ class OracleScorer:
                 continue
             value = 1.0 if next(verdicts).correct else 0.0
             out.append([value] * len(request.steps))
-        return out
-
-    def scored_tokens(self, requests: Sequence[ScoreRequest]) -> int:
-        return 0  # no model: grading is not counted as compute
+        return ScoreResult(out)
 
     async def aclose(self) -> None:
         """Stop the grader's worker if this scorer started it."""

@@ -6,9 +6,9 @@ Specs:
 * ``FAMILY:PATH_OR_HUB_ID``: an in-process PRM (``math_shepherd``, ``rlhflow``, ``skywork``,
   ``qwen_prm``; see ``testtime.scoring.prm``).
 * ``http://HOST:PORT`` / ``https://...``: a ``testtime serve prm`` service
-  (``testtime.scoring.remote``); API key from the URL or ``$TESTTIME_PRM_API_KEY``.
+  (``testtime.scoring.service.client``); API key from the URL or ``$TESTTIME_PRM_API_KEY``.
 * ``vllm-pooling:[FAMILY:]MODEL@http://HOST:PORT``: a PRM served by vLLM's pooling API
-  (``testtime.scoring.vllm_pooling``).
+  (``testtime.scoring.service.vllm_pooling``).
 * ``judge``: LLM-as-judge on the run's own policy (``policy=`` is required);
   ``judge:hf:PATH``: LLM-as-judge on its own HF model (``testtime.scoring.judge``).
 * ``oracle``: the outcome oracle, for analysis only; it needs the run's problems
@@ -30,6 +30,9 @@ JUDGE = "judge"
 #: Options a PRM factory takes; other scorers take the subset that applies to them.
 _PRM_OPTIONS = ("device", "dtype", "max_batch_tokens", "trust_remote_code")
 _KNOWN_OPTIONS = (*_PRM_OPTIONS, "api_key", "tokenizer", "task")
+_UNKNOWN = (f"use one of {', '.join(MODEL_FREE)}, FAMILY:PATH with FAMILY in math_shepherd, "
+            f"rlhflow, skywork, qwen_prm, http://HOST:PORT, vllm-pooling:MODEL@http://HOST:PORT, "
+            f"judge, judge:hf:PATH, or oracle")
 
 
 def _pick(options: dict[str, Any], keys: Iterable[str]) -> dict[str, Any]:
@@ -79,11 +82,11 @@ def build_scorer(
 
         return load_judge(path, **_pick(opts, ("device", "dtype", "trust_remote_code")))
     if spec.startswith(("http://", "https://")):
-        from testtime.scoring.remote import RemoteScorer
+        from testtime.scoring.service.client import RemoteScorer
 
         return RemoteScorer.connect(spec, **_pick(opts, ("api_key",)))
     if spec.startswith("vllm-pooling:"):
-        from testtime.scoring.vllm_pooling import VLLMPoolingScorer
+        from testtime.scoring.service.vllm_pooling import VLLMPoolingScorer
 
         return VLLMPoolingScorer.from_spec(
             spec, **_pick(opts, ("tokenizer", "api_key", "task", "trust_remote_code")))
@@ -93,8 +96,42 @@ def build_scorer(
         family = spec.partition(":")[0]
         if family in PRM_FAMILIES:
             return load_prm(spec, **_pick(opts, _PRM_OPTIONS))
-    raise ValueError(
-        f"unknown scorer {spec!r}: use one of {', '.join(MODEL_FREE)}, FAMILY:PATH with FAMILY "
-        f"in math_shepherd, rlhflow, skywork, qwen_prm, http://HOST:PORT, "
-        f"vllm-pooling:MODEL@http://HOST:PORT, judge, judge:hf:PATH, or oracle"
-    )
+    raise ValueError(f"unknown scorer {spec!r}: {_UNKNOWN}")
+
+
+def check_scorer_spec(spec: str) -> None:
+    """Check ``--prm`` before anything loads: a known scorer kind, a well-formed URL, a PRM
+    family and a model that exists (local path) or can be fetched (Hub id; in the cache when
+    offline). Raises ``UserError`` naming ``--prm``."""
+    from testtime.errors import UserError, check_model_source
+
+    if spec in (*MODEL_FREE, ORACLE, JUDGE):
+        return
+    try:
+        if spec.startswith(f"{JUDGE}:"):
+            backend, _, path = spec[len(JUDGE) + 1:].partition(":")
+            if backend != "hf" or not path:
+                raise ValueError("expected 'judge' or 'judge:hf:PATH_OR_HUB_ID'")
+            check_model_source(path, "--prm", spec)
+        elif spec.startswith(("http://", "https://")):
+            from testtime.scoring.service.http import split_url
+
+            split_url(spec)
+        elif spec.startswith("vllm-pooling:"):
+            from testtime.scoring.service.vllm_pooling import parse_spec
+
+            parse_spec(spec)
+        elif ":" in spec and spec.partition(":")[0] in _prm_families():
+            check_model_source(spec.partition(":")[2], "--prm", spec)
+        else:
+            raise ValueError(f"unknown scorer; {_UNKNOWN}")
+    except UserError:
+        raise
+    except ValueError as exc:
+        raise UserError(str(exc), "--prm", spec) from None
+
+
+def _prm_families() -> tuple[str, ...]:
+    from testtime.scoring.prm import PRM_FAMILIES
+
+    return tuple(PRM_FAMILIES)

@@ -14,14 +14,15 @@ import math
 from collections.abc import Sequence
 from typing import Literal
 
+from testtime.scoring.base import ScorerBase, ScoreResult, ScorerInputError
 from testtime.types import ScoreRequest, Step
 
 
-class MissingTokenStats(ValueError):
+class MissingTokenStats(ScorerInputError):
     """The steps carry no token statistics (the backend did not report them)."""
 
 
-class SelfCertaintyScorer:
+class SelfCertaintyScorer(ScorerBase):
     """Scores steps from per-token statistics carried by the steps themselves."""
 
     def __init__(self, kind: Literal["self-certainty", "confidence"] = "self-certainty") -> None:
@@ -42,11 +43,6 @@ class SelfCertaintyScorer:
             raise MissingTokenStats("confidence needs token log-probabilities from the backend")
         return math.exp(min(0.0, step.logprob_sum / step.num_tokens))
 
-    async def score(self, requests: Sequence[ScoreRequest]) -> list[list[float]]:
-        return [[self.score_step(s) for s in r.steps] for r in requests]
-
-    def scored_tokens(self, requests: Sequence[ScoreRequest]) -> int:
-        return 0  # statistics were computed during generation at no extra cost
-
-    async def aclose(self) -> None:
-        return None
+    async def score(self, requests: Sequence[ScoreRequest]) -> ScoreResult:
+        # The statistics were computed during generation: no tokens are read again.
+        return ScoreResult([[self.score_step(s) for s in r.steps] for r in requests])

@@ -7,9 +7,10 @@ the backends batch their requests, so a method awaits whole steps, never single 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from testtime.policy.base import Policy
 from testtime.prompts.base import PromptTemplate
@@ -24,6 +25,9 @@ from testtime.types import (
     ScoreRequest,
     Step,
 )
+
+if TYPE_CHECKING:
+    from testtime.grading import Grader
 
 NodeStatus = Literal["kept", "pruned", "finished", "active", "lookahead"]
 """``lookahead``: a greedy roll-out step used only to score its parent, never part of a path."""
@@ -67,6 +71,12 @@ class SamplingConfig:
     seed: int = 0
     """Base seed; each problem and request derives its own from it."""
 
+    def __post_init__(self) -> None:
+        if not self.temperature >= 0:
+            raise ValueError(f"sampling.temperature must be >= 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"sampling.top_p must be in (0, 1], got {self.top_p}")
+
 
 @dataclass
 class Compute:
@@ -81,6 +91,9 @@ class Compute:
     scored_tokens: int = 0
     """Tokens processed by the step scorer (0 for model-free scorers)."""
     scorer_calls: int = 0
+    nonfinite_scores: int = 0
+    """Step scores the scorer returned as NaN or infinite (they rank lowest; see
+    :func:`testtime.selection.finite`)."""
 
     def add(self, other: Compute) -> None:
         for k, v in vars(other).items():
@@ -107,8 +120,9 @@ class Candidate:
     scores: list[float]
     finish_reason: str
     node_ids: list[int] = field(default_factory=list)
-    group: int = 0
-    """Independent unit the path came from (DVTS subtree; sample index for Best-of-N)."""
+    origin: int = 0
+    """Independent unit the path came from (DVTS subtree; sample index for Best-of-N); the
+    record's ``CandidateRecord.origin``. (``CandidateRecord.group`` is the answer class.)"""
 
     @property
     def text(self) -> str:
@@ -124,6 +138,11 @@ class SearchResult:
     """True when any prefix of ``candidates`` is a valid smaller-budget run (Best-of-N, DVTS)."""
     prefix_unit: int = 1
     """Prefixes are valid only at multiples of this many candidates (DVTS: the beam width)."""
+    info: dict[str, Any] = field(default_factory=dict)
+    """What the method decided, stored in the record's ``info`` (JSON-serialisable)."""
+    extra_predictions: dict[str, str] = field(default_factory=dict)
+    """Extra prediction names -> the selection rule whose pick they repeat (the adaptive
+    solver's own pick is ``adaptive`` -> its strategy's rule)."""
 
 
 @dataclass
@@ -135,6 +154,18 @@ class SearchContext:
     prompt: PromptTemplate
     search: SearchConfig
     sampling: SamplingConfig
+    grader: Grader | None = None
+    """Answer equivalence for methods that decide on agreement (adaptive solvers)."""
+
+    async def answer_groups(self, problem: Problem, texts: Sequence[str]) -> list[int | None]:
+        """Answer-group id of each solution text (equal ids: equivalent final answers; None:
+        no answer). No reference answer is used."""
+        from testtime.answers import group_answers
+
+        if self.grader is None:
+            raise RuntimeError("this search method compares answers and needs a grader in "
+                               "its SearchContext")
+        return (await group_answers(texts, self.grader))[1]
 
     def messages(self, problem: Problem) -> tuple[ChatMessage, ...]:
         return self.prompt.messages(problem.problem)
@@ -163,12 +194,23 @@ class SearchContext:
         return outs
 
     async def score(self, requests: Sequence[ScoreRequest], compute: Compute) -> list[list[float]]:
+        """One score per step per request; the scorer's usage is added to ``compute``.
+
+        Raises ``ValueError`` naming the scorer when it breaks its contract (a wrong number of
+        lists or of scores). Non-finite scores are kept (as NaN) and counted: every ranking and
+        selection rule treats them as the lowest score.
+        """
         if not requests:
             return []
-        scores = await self.scorer.score(requests)
+        result = (await self.scorer.score(requests)).check(requests, self.scorer.name)
         compute.scorer_calls += len(requests)
-        compute.scored_tokens += self.scorer.scored_tokens(requests)
-        return scores
+        compute.scored_tokens += result.scored_tokens
+        out = []
+        for row in result.scores:
+            clean = [float(x) if math.isfinite(x) else math.nan for x in row]
+            compute.nonfinite_scores += sum(math.isnan(x) for x in clean)
+            out.append(clean)
+        return out
 
     def steps_of(self, completion: Completion) -> list[Step]:
         return completion_steps(completion, count_tokens=self.policy.count_tokens)

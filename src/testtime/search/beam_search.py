@@ -47,7 +47,7 @@ from testtime.types import Problem
 @dataclass
 class Subtree:
     """One beam search: returns ``n`` paths; keeps ``n // width`` partial paths per depth and
-    expands each ``width`` ways. ``index`` names it in seeds and in ``Candidate.group``."""
+    expands each ``width`` ways. ``index`` names it in seeds and in ``Candidate.origin``."""
 
     index: int
     n: int
@@ -139,7 +139,7 @@ def final_paths(t: Subtree) -> list[Candidate]:
     if len(chosen) != t.n:  # impossible by the counting argument in the module doc
         raise RuntimeError(f"subtree {t.index} ended with {len(chosen)} paths, expected {t.n}")
     return [Candidate(list(b.steps), list(b.scores), b.end or "", list(b.node_ids),
-                      group=t.index) for b in chosen]
+                      origin=t.index) for b in chosen]
 
 
 async def beam_search(problem: Problem, ctx: SearchContext) -> SearchResult:

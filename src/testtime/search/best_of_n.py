@@ -12,9 +12,14 @@ from testtime.search.base import (
     TreeNode,
     problem_seed,
 )
-from testtime.types import Completion, GenerationRequest, Problem, ScoreRequest, Step
-
-BOXED = "\\boxed"
+from testtime.types import (
+    BOXED,
+    Completion,
+    GenerationRequest,
+    Problem,
+    ScoreRequest,
+    Step,
+)
 
 
 def finish_path(steps: list[Step], max_depth: int) -> list[Step]:
@@ -59,7 +64,7 @@ async def sample_paths(
             ids.append(node.id)
         if ids:
             tree[ids[-1]].status = "finished"
-        candidates.append(Candidate(steps, list(sc), _reason(c, steps), ids, group=i))
+        candidates.append(Candidate(steps, list(sc), _reason(c, steps), ids, origin=i))
     return SearchResult(candidates, compute, tree, independent_prefixes=not greedy)
 
 

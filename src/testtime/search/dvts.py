@@ -7,7 +7,7 @@ share nothing but batched calls: their own requests and seeds (derived from the 
 never from N), their own scoring requests, their own kept beam.
 
 Candidates are laid out subtree by subtree (``candidates[k*M:(k+1)*M]`` is subtree k,
-``Candidate.group == k``), so the first j subtrees form a valid DVTS run with budget j*M;
+``Candidate.origin == k``), so the first j subtrees form a valid DVTS run with budget j*M;
 ``SearchResult.prefix_unit = M`` tells the runner to evaluate budgets M, 2M, 4M, ... and N.
 Selection then picks one answer across all subtrees, which search-and-learn never does (it
 returns the M final siblings of each subtree and leaves the choice to the caller).

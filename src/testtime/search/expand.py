@@ -24,8 +24,9 @@ from testtime.search.base import (
     TreeNode,
     problem_seed,
 )
-from testtime.search.best_of_n import BOXED
+from testtime.selection import finite
 from testtime.types import (
+    BOXED,
     STEP_DELIMITER,
     Completion,
     FinishReason,
@@ -242,6 +243,7 @@ async def score(state: SearchState, beams: Sequence[Beam]) -> None:
 
 
 def ranked(beams: Sequence[Beam]) -> list[Beam]:
-    """Beams by ``rank``, best first; equal ranks keep their order (the first wins)."""
-    return sorted(beams, key=lambda b: -b.rank)
+    """Beams by ``rank``, best first; equal ranks keep their order (the first wins), and a
+    non-finite rank is the lowest."""
+    return sorted(beams, key=lambda b: -finite(b.rank))
 

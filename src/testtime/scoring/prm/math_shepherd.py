@@ -22,18 +22,12 @@ from testtime.scoring.prm.checkpoint import (
     DeviceLike,
     DtypeLike,
     check_real_id,
-    load_causal_lm_parts,
-    load_tokenizer,
-    pad_id_of,
-    resolve_device,
-    resolve_dtype,
 )
 from testtime.scoring.prm.engine import (
     DEFAULT_MAX_BATCH_TOKENS,
     EncodedRequest,
-    ForwardEngine,
-    TwoTokenHead,
 )
+from testtime.scoring.prm.loader import load_family, two_token_parts
 from testtime.scoring.prm.scorer import PRMScorer
 
 HUB_ID = "peiyi9979/math-shepherd-mistral-7b-prm"
@@ -106,19 +100,6 @@ def load_math_shepherd(
     trust_remote_code: bool = False,
 ) -> PRMScorer:
     """Load a Math-Shepherd-format PRM from a local directory or Hub id."""
-    dev = resolve_device(device)
-    tokenizer = load_tokenizer(path_or_id, trust_remote_code)
-    encoder = MathShepherdEncoder(tokenizer)
-    backbone, lm_head = load_causal_lm_parts(
-        path_or_id, device=dev, dtype=resolve_dtype(dtype, dev), trust_remote_code=trust_remote_code
-    )
-    head = TwoTokenHead(lm_head, encoder.good_id, encoder.bad_id).to(dev)
-    del lm_head
-    engine = ForwardEngine(
-        backbone,
-        head,
-        pad_token_id=pad_id_of(tokenizer),
-        max_batch_tokens=max_batch_tokens,
-        device=dev,
-    )
-    return PRMScorer(f"math_shepherd:{path_or_id}", encoder, engine)
+    return load_family("math_shepherd", path_or_id, make_encoder=MathShepherdEncoder,
+                       load_parts=two_token_parts, device=device, dtype=dtype,
+                       max_batch_tokens=max_batch_tokens, trust_remote_code=trust_remote_code)

@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import torch
 from torch import nn
 
 from testtime.scoring.prm.checkpoint import (
@@ -27,19 +28,15 @@ from testtime.scoring.prm.checkpoint import (
     DtypeLike,
     check_real_id,
     load_pretrained,
-    load_tokenizer,
-    pad_id_of,
     read_tensors,
-    resolve_device,
-    resolve_dtype,
     special_token_id,
 )
 from testtime.scoring.prm.engine import (
     DEFAULT_MAX_BATCH_TOKENS,
     ClassifierHead,
     EncodedRequest,
-    ForwardEngine,
 )
+from testtime.scoring.prm.loader import load_family
 from testtime.scoring.prm.scorer import PRMScorer
 
 HUB_IDS = ("Qwen/Qwen2.5-Math-PRM-7B", "Qwen/Qwen2.5-Math-PRM-72B")
@@ -104,6 +101,24 @@ def build_head(path_or_id: str, hidden_size: int) -> nn.Module:
     return head
 
 
+def qwen_prm_parts(path_or_id: str, device: torch.device, dtype: torch.dtype, encoder: Any,
+                   trust_remote_code: bool) -> tuple[nn.Module, nn.Module]:
+    """``Qwen2Model`` plus the ``score`` head rebuilt from its tensors, or (opt-in) the
+    checkpoint's own remote model class."""
+    if trust_remote_code:
+        from transformers import AutoModel
+
+        remote = load_pretrained(AutoModel, path_or_id, device=device, dtype=dtype,
+                                 trust_remote_code=True)
+        backbone, score = remote.model, remote.score
+    else:
+        from transformers import Qwen2Model
+
+        backbone = load_pretrained(Qwen2Model, path_or_id, device=device, dtype=dtype)
+        score = build_head(path_or_id, backbone.config.hidden_size)
+    return backbone, ClassifierHead(score, POSITIVE_CLASS)
+
+
 def load_qwen_prm(
     path_or_id: str = HUB_IDS[0],
     device: DeviceLike = None,
@@ -112,28 +127,6 @@ def load_qwen_prm(
     trust_remote_code: bool = False,
 ) -> PRMScorer:
     """Load a Qwen2.5-Math PRM from a local directory or Hub id."""
-    dev = resolve_device(device)
-    torch_dtype = resolve_dtype(dtype, dev)
-    tokenizer = load_tokenizer(path_or_id, trust_remote_code)
-    encoder = QwenPRMEncoder(tokenizer)
-    if trust_remote_code:
-        from transformers import AutoModel
-
-        remote = load_pretrained(
-            AutoModel, path_or_id, device=dev, dtype=torch_dtype, trust_remote_code=True
-        )
-        backbone, score = remote.model, remote.score
-    else:
-        from transformers import Qwen2Model
-
-        backbone = load_pretrained(Qwen2Model, path_or_id, device=dev, dtype=torch_dtype)
-        score = build_head(path_or_id, backbone.config.hidden_size)
-    head = ClassifierHead(score, POSITIVE_CLASS).to(dev)
-    engine = ForwardEngine(
-        backbone,
-        head,
-        pad_token_id=pad_id_of(tokenizer),
-        max_batch_tokens=max_batch_tokens,
-        device=dev,
-    )
-    return PRMScorer(f"qwen_prm:{path_or_id}", encoder, engine)
+    return load_family("qwen_prm", path_or_id, make_encoder=QwenPRMEncoder,
+                       load_parts=qwen_prm_parts, device=device, dtype=dtype,
+                       max_batch_tokens=max_batch_tokens, trust_remote_code=trust_remote_code)

@@ -22,19 +22,13 @@ from testtime.scoring.prm.checkpoint import (
     DeviceLike,
     DtypeLike,
     check_real_id,
-    load_causal_lm_parts,
-    load_tokenizer,
-    pad_id_of,
-    resolve_device,
-    resolve_dtype,
     special_token_id,
 )
 from testtime.scoring.prm.engine import (
     DEFAULT_MAX_BATCH_TOKENS,
     EncodedRequest,
-    ForwardEngine,
-    TwoTokenHead,
 )
+from testtime.scoring.prm.loader import load_family, two_token_parts
 from testtime.scoring.prm.scorer import PRMScorer
 
 HUB_IDS = ("RLHFlow/Llama3.1-8B-PRM-Mistral-Data", "RLHFlow/Llama3.1-8B-PRM-Deepseek-Data")
@@ -103,19 +97,6 @@ def load_rlhflow(
     trust_remote_code: bool = False,
 ) -> PRMScorer:
     """Load an RLHFlow Llama-3.1 PRM from a local directory or Hub id."""
-    dev = resolve_device(device)
-    tokenizer = load_tokenizer(path_or_id, trust_remote_code)
-    encoder = RLHFlowEncoder(tokenizer)
-    backbone, lm_head = load_causal_lm_parts(
-        path_or_id, device=dev, dtype=resolve_dtype(dtype, dev), trust_remote_code=trust_remote_code
-    )
-    head = TwoTokenHead(lm_head, encoder.good_id, encoder.bad_id).to(dev)
-    del lm_head
-    engine = ForwardEngine(
-        backbone,
-        head,
-        pad_token_id=pad_id_of(tokenizer),
-        max_batch_tokens=max_batch_tokens,
-        device=dev,
-    )
-    return PRMScorer(f"rlhflow:{path_or_id}", encoder, engine)
+    return load_family("rlhflow", path_or_id, make_encoder=RLHFlowEncoder,
+                       load_parts=two_token_parts, device=device, dtype=dtype,
+                       max_batch_tokens=max_batch_tokens, trust_remote_code=trust_remote_code)

@@ -14,12 +14,13 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Protocol
 
+from testtime.scoring.base import InputTooLong, ScorerBase, ScoreResult
 from testtime.scoring.coalesce import Coalescer
 from testtime.scoring.prm.engine import EncodedRequest, ForwardEngine
 from testtime.types import ScoreRequest
 
-#: Encoded requests kept so that ``scored_tokens`` after ``score`` (or a re-scored beam) does
-#: not tokenise again.
+#: Encoded requests kept so that a re-scored beam (or the same path in a later call) is not
+#: tokenised again.
 DEFAULT_CACHE_SIZE = 8192
 
 
@@ -34,12 +35,13 @@ class StepEncoder(Protocol):
 _CacheKey = tuple[str, tuple[str, ...]]
 
 
-class PRMScorer:
+class PRMScorer(ScorerBase):
     """A process reward model behind the ``StepScorer`` protocol.
 
     Contract: ``score`` returns one list per request in request order with one probability
-    per step (``[]`` for a request without steps); concurrent calls are merged into one
-    forward; an error in a merged forward is raised in every caller that was part of it.
+    per step (``[]`` for a request without steps) and the unpadded input tokens of each
+    request (stepless ones cost nothing); concurrent calls are merged into one forward, and
+    when a merged forward fails each caller is run alone, so only a bad request's caller fails.
     """
 
     def __init__(
@@ -48,14 +50,18 @@ class PRMScorer:
         encoder: StepEncoder,
         engine: ForwardEngine,
         cache_size: int = DEFAULT_CACHE_SIZE,
+        max_input_tokens: int | None = None,
     ) -> None:
         self.name = name
         self.encoder = encoder
         self.engine = engine
+        self.max_input_tokens = max_input_tokens
+        """Longest input (tokens) this scorer accepts: the model's context, or a lower cap
+        (``testtime serve prm --max-request-tokens``); None: no limit known."""
         self._cache: OrderedDict[_CacheKey, EncodedRequest] = OrderedDict()
         self._cache_size = cache_size
         self._cache_lock = threading.Lock()
-        # Encoding runs in the worker thread and, for scored_tokens, in the caller's thread.
+        # Encoding runs in worker threads (one forward at a time, but closing may overlap).
         self._encode_lock = threading.Lock()
         # Calls that arrive while the model is busy are merged into its next forward.
         self._coalescer = Coalescer(lambda reqs: asyncio.to_thread(self.score_sync, reqs))
@@ -71,6 +77,12 @@ class PRMScorer:
                 return hit
         with self._encode_lock:
             encoded = self.encoder.encode(key[0], key[1])
+        limit = self.max_input_tokens
+        if limit is not None and len(encoded.input_ids) > limit:
+            raise InputTooLong(
+                f"{self.name}: a path of {len(request.steps)} steps is "
+                f"{len(encoded.input_ids)} tokens, more than the {limit} this PRM accepts "
+                f"(its context); shorten the problem or the path (--max-path-tokens)")
         if len(encoded.positions) != len(request.steps):
             raise RuntimeError(
                 f"{self.name}: built {len(encoded.positions)} score positions "
@@ -82,17 +94,13 @@ class PRMScorer:
                 self._cache.popitem(last=False)
         return encoded
 
-    def scored_tokens(self, requests: Sequence[ScoreRequest]) -> int:
-        """Unpadded input tokens the PRM runs for these requests (stepless ones cost nothing)."""
-        return sum(len(self.encode(r).input_ids) for r in requests if r.steps)
-
-    def score_sync(self, requests: Sequence[ScoreRequest]) -> list[list[float]]:
+    def score_sync(self, requests: Sequence[ScoreRequest]) -> ScoreResult:
         """Blocking version of :meth:`score` (no coalescing)."""
         self._check_open()
         encoded = [self.encode(r) if r.steps else EncodedRequest((), ()) for r in requests]
-        return self.engine.run(encoded)
+        return ScoreResult(self.engine.run(encoded), [len(e.input_ids) for e in encoded])
 
-    async def score(self, requests: Sequence[ScoreRequest]) -> list[list[float]]:
+    async def score(self, requests: Sequence[ScoreRequest]) -> ScoreResult:
         """One probability per step, per request; the forward runs in a worker thread."""
         self._check_open()
         return await self._coalescer(requests)

@@ -19,24 +19,23 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import torch
+from torch import nn
+
 from testtime.scoring.prm.checkpoint import (
     DeviceLike,
     DtypeLike,
     check_real_id,
     load_pretrained,
-    load_tokenizer,
-    pad_id_of,
     read_tensors,
-    resolve_device,
-    resolve_dtype,
     special_token_id,
 )
 from testtime.scoring.prm.engine import (
     DEFAULT_MAX_BATCH_TOKENS,
     EncodedRequest,
-    ForwardEngine,
     ValueHead,
 )
+from testtime.scoring.prm.loader import load_family
 from testtime.scoring.prm.scorer import PRMScorer
 
 HUB_IDS = ("Skywork/Skywork-o1-Open-PRM-Qwen-2.5-1.5B", "Skywork/Skywork-o1-Open-PRM-Qwen-2.5-7B")
@@ -83,23 +82,13 @@ class SkyworkEncoder:
         return EncodedRequest(tuple(ids), tuple(positions))
 
 
-def load_skywork(
-    path_or_id: str = HUB_IDS[0],
-    device: DeviceLike = None,
-    dtype: DtypeLike = None,
-    max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS,
-    trust_remote_code: bool = False,
-) -> PRMScorer:
-    """Load a Skywork PRM: ``Qwen2Model`` backbone plus the checkpoint's own value head.
-
-    ``trust_remote_code`` only affects tokenizer/config loading; the model code is ours.
-    """
+def skywork_parts(path_or_id: str, device: torch.device, dtype: torch.dtype, encoder: Any,
+                  trust_remote_code: bool) -> tuple[nn.Module, nn.Module]:
+    """``Qwen2Model`` backbone plus the checkpoint's own value head (``v_head.summary``);
+    ``trust_remote_code`` only affects tokenizer/config loading: the model code is ours."""
     from transformers import Qwen2Model
 
-    dev = resolve_device(device)
-    tokenizer = load_tokenizer(path_or_id, trust_remote_code)
-    encoder = SkyworkEncoder(tokenizer)
-    backbone = load_pretrained(Qwen2Model, path_or_id, device=dev, dtype=resolve_dtype(dtype, dev))
+    backbone = load_pretrained(Qwen2Model, path_or_id, device=device, dtype=dtype)
     tensors = read_tensors(path_or_id, [HEAD_WEIGHT, HEAD_BIAS])
     hidden = backbone.config.hidden_size
     if tuple(tensors[HEAD_WEIGHT].shape) != (1, hidden) or tensors[HEAD_BIAS].numel() != 1:
@@ -107,12 +96,17 @@ def load_skywork(
             f"{path_or_id}: {HEAD_WEIGHT} has shape "
             f"{tuple(tensors[HEAD_WEIGHT].shape)}, expected (1, {hidden})"
         )
-    head = ValueHead(tensors[HEAD_WEIGHT], tensors[HEAD_BIAS]).to(dev)
-    engine = ForwardEngine(
-        backbone,
-        head,
-        pad_token_id=pad_id_of(tokenizer),
-        max_batch_tokens=max_batch_tokens,
-        device=dev,
-    )
-    return PRMScorer(f"skywork:{path_or_id}", encoder, engine)
+    return backbone, ValueHead(tensors[HEAD_WEIGHT], tensors[HEAD_BIAS])
+
+
+def load_skywork(
+    path_or_id: str = HUB_IDS[0],
+    device: DeviceLike = None,
+    dtype: DtypeLike = None,
+    max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS,
+    trust_remote_code: bool = False,
+) -> PRMScorer:
+    """Load a Skywork PRM: ``Qwen2Model`` backbone plus the checkpoint's own value head."""
+    return load_family("skywork", path_or_id, make_encoder=SkyworkEncoder,
+                       load_parts=skywork_parts, device=device, dtype=dtype,
+                       max_batch_tokens=max_batch_tokens, trust_remote_code=trust_remote_code)

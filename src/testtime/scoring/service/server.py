@@ -1,50 +1,53 @@
 """Serve any step scorer over HTTP, with dynamic batching (``testtime serve prm``).
 
-Endpoints (JSON):
-
-* ``POST /v1/score`` ``{"requests": [{"question": str, "steps": [str | step, ...]}, ...]}`` ->
-  ``{"scores": [[float, ...], ...], "scored_tokens": int, "tokens": [int, ...]}``. A step is a
-  string, or an object ``{"text", "num_tokens", "logprob_sum", "certainty_sum", "truncated"}``
-  for scorers that read the policy's token statistics. ``tokens`` is ``scored_tokens`` per
-  request (the client needs it per request for compute accounting).
-* ``POST /v1/tokens`` (same body) -> ``{"tokens": [int, ...], "scored_tokens": int}`` without
-  scoring.
-* ``GET /health`` -> ``{"status": "ok"}`` (never needs the API key).
-* ``GET /v1/info`` -> ``{"name": scorer name, "max_request_bytes": int, "max_steps": int}``.
+Endpoints and bodies: :mod:`testtime.scoring.service.protocol`.
 
 Dynamic batching: every HTTP request is an asyncio task on one event loop, so requests from
-many clients overlap; :class:`Coalescer` merges all ``score`` calls that arrive while the
-scorer is busy into its next call (the PRM engine then packs them into token-budgeted
-forwards). Bad input gets a 4xx with a message naming the field; a failing scorer gets a 5xx;
-neither stops the server. FastAPI and uvicorn are the ``serve`` extra, imported lazily.
+many clients overlap; :class:`~testtime.scoring.coalesce.Coalescer` merges all ``score`` calls
+that arrive while the scorer is busy into its next call (the PRM engine then packs them into
+token-budgeted forwards); when a merged call fails, each request is scored alone, so a bad
+request fails only itself.
+
+Limits, each answered with a status and a message naming it: body size (413), steps per
+request (413), tokens per request (413: never past the model's context, as the scorer reports
+it in ``max_input_tokens``), requests in flight (503, ``Retry-After``; clients retry), scoring
+time (504). A failing scorer gets a 500 whose body carries an error id, never the exception
+text (that goes to the server log). FastAPI and uvicorn are the ``serve`` extra.
 """
 
 # No ``from __future__ import annotations``: FastAPI reads the handlers' annotations (the
 # locally imported ``Request``) at runtime.
 import asyncio
 import hmac
+import logging
 import math
 import socket
 import threading
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Self
 
-from testtime.scoring.base import StepScorer
-from testtime.scoring.coalesce import (  # noqa: F401  (re-exported)
-    Coalescer,
-    CoalescingScorer,
-    ScoreFn,
+from testtime.flops import params_of
+from testtime.scoring.base import InputTooLong, ScoreResult, ScorerInputError, StepScorer
+from testtime.scoring.coalesce import CoalescingScorer
+from testtime.scoring.service.protocol import (
+    DEFAULT_MAX_REQUEST_BYTES,
+    DEFAULT_MAX_STEPS,
+    BadRequest,
+    parse_score_body,
+    require,
 )
-from testtime.types import ScoreRequest, Step
+from testtime.types import ScoreRequest
 
-#: Environment variable holding the API key, read by both ``serve prm`` and the client.
-API_KEY_ENV = "TESTTIME_PRM_API_KEY"
-#: Largest accepted body. A beam-search step of 256 paths of 8k tokens is ~8 MB of JSON.
-DEFAULT_MAX_REQUEST_BYTES = 64 * 1024 * 1024
-#: Most steps in one request (search methods stop at ``max_depth``, 40 by default).
-DEFAULT_MAX_STEPS = 1024
-_MAX_ERRORS_SHOWN = 5
+log = logging.getLogger(__name__)
+
+#: Requests scored (or queued to be) at once; more are refused with 503 until one finishes.
+DEFAULT_MAX_CONCURRENT = 256
+#: Longest a request may take to be scored (queueing included).
+DEFAULT_SCORE_TIMEOUT_S = 600.0
+#: Seconds a refused client is told to wait before retrying.
+RETRY_AFTER_S = 1
 
 
 @dataclass(frozen=True)
@@ -61,106 +64,51 @@ class ServeConfig:
     """Larger bodies get 413 before they are parsed."""
     max_steps: int = DEFAULT_MAX_STEPS
     """Requests with more steps get 413."""
+    max_request_tokens: int | None = None
+    """Most input tokens of one scored path; None: the scorer's own limit (its model's
+    context). A larger value is lowered to that limit."""
+    max_concurrent: int = DEFAULT_MAX_CONCURRENT
+    """HTTP requests being scored at once; more get 503 with ``Retry-After``."""
+    score_timeout_s: float = DEFAULT_SCORE_TIMEOUT_S
+    """A request not scored within this time gets 504."""
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port must be in 0..65535, got {self.port}")
-        if self.max_request_bytes < 1:
-            raise ValueError(f"max_request_bytes must be >= 1, got {self.max_request_bytes}")
-        if self.max_steps < 1:
-            raise ValueError(f"max_steps must be >= 1, got {self.max_steps}")
+        for name in ("max_request_bytes", "max_steps", "max_concurrent"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.max_request_tokens is not None and self.max_request_tokens < 1:
+            raise ValueError(f"max_request_tokens must be >= 1, got {self.max_request_tokens}")
+        if not self.score_timeout_s > 0:
+            raise ValueError(f"score_timeout_s must be > 0, got {self.score_timeout_s}")
         if self.api_key is not None and not self.api_key.strip():
             raise ValueError("api_key must not be empty")
 
 
-def require(module: str) -> Any:
-    """Import a module of the ``serve`` extra, or say how to install it."""
-    import importlib
-
-    try:
-        return importlib.import_module(module)
-    except ModuleNotFoundError:
-        raise ModuleNotFoundError(f"{module} is needed to serve or reach a scorer over HTTP: "
-                                  f"pip install 'testtime[serve]'") from None
+def token_limit(scorer: StepScorer, config: ServeConfig) -> int | None:
+    """The tokens one request may hold: the smaller of the configured cap and the scorer's
+    ``max_input_tokens`` (its model's context), or None when neither is known."""
+    own = getattr(scorer, "max_input_tokens", None)
+    limits = [x for x in (own, config.max_request_tokens) if x is not None]
+    return min(limits) if limits else None
 
 
-class BadRequest(ValueError):
-    """A client error: ``status`` is the HTTP status to answer with."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-def _wire_models() -> Any:
-    """Pydantic models of the request body (built lazily with the rest of the server)."""
-    from pydantic import BaseModel, ConfigDict, Field
-
-    class WireStep(BaseModel):
-        model_config = ConfigDict(extra="forbid", strict=True)
-        text: str
-        num_tokens: int = Field(default=0, ge=0)
-        logprob_sum: float | None = None
-        certainty_sum: float | None = None
-        truncated: bool = False
-
-    class WireRequest(BaseModel):
-        model_config = ConfigDict(extra="forbid", strict=True)
-        question: str
-        steps: list[str | WireStep]
-
-    class ScoreBody(BaseModel):
-        model_config = ConfigDict(extra="forbid", strict=True)
-        requests: list[WireRequest]
-
-    return ScoreBody
-
-
-def parse_score_body(raw: bytes, config: ServeConfig) -> list[ScoreRequest]:
-    """Validate a ``/v1/score`` body into score requests, or raise :class:`BadRequest`."""
-    from pydantic import ValidationError
-
-    if not raw.strip():
-        raise BadRequest(400, 'empty body: expected JSON {"requests": [{"question": ..., '
-                              '"steps": [...]}]}')
-    body_model = _wire_models()
-    try:
-        body = body_model.model_validate_json(raw)
-    except ValidationError as exc:
-        errors = exc.errors(include_url=False)
-        if any(e["type"] == "json_invalid" for e in errors):
-            raise BadRequest(400, f"invalid JSON: {errors[0]['msg']}") from None
-        shown = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}"
-            for e in errors[:_MAX_ERRORS_SHOWN]
-        )
-        more = f" (+{len(errors) - _MAX_ERRORS_SHOWN} more)" if len(errors) > _MAX_ERRORS_SHOWN else ""
-        raise BadRequest(422, f"invalid request: {shown}{more}") from None
-    out: list[ScoreRequest] = []
-    for i, req in enumerate(body.requests):
-        if len(req.steps) > config.max_steps:
-            raise BadRequest(413, f"requests.{i}.steps: {len(req.steps)} steps exceed the "
-                                  f"limit of {config.max_steps} (--max-steps)")
-        steps = tuple(
-            Step(text=s) if isinstance(s, str) else Step(
-                text=s.text, num_tokens=s.num_tokens, logprob_sum=s.logprob_sum,
-                certainty_sum=s.certainty_sum, truncated=s.truncated)
-            for s in req.steps
-        )
-        out.append(ScoreRequest(req.question, steps))
-    return out
-
-
-def check_scores(scores: list[list[float]], requests: Sequence[ScoreRequest]) -> None:
+def check_scores(result: ScoreResult, requests: Sequence[ScoreRequest]) -> None:
     """The scorer kept its contract: shapes match and every score is a finite number."""
-    if len(scores) != len(requests):
-        raise RuntimeError(f"scorer returned {len(scores)} lists for {len(requests)} requests")
-    for i, (row, req) in enumerate(zip(scores, requests, strict=True)):
-        if len(row) != len(req.steps):
-            raise RuntimeError(f"scorer returned {len(row)} scores for request {i} "
-                               f"with {len(req.steps)} steps")
+    result.check(requests, "served scorer")
+    for i, row in enumerate(result.scores):
         if not all(isinstance(x, int | float) and math.isfinite(x) for x in row):
             raise RuntimeError(f"scorer returned a non-finite score for request {i}: {row}")
+
+
+def _info(scorer: StepScorer, config: ServeConfig, limit: int | None) -> dict[str, Any]:
+    params = params_of(scorer)
+    return {"name": scorer.name,
+            "params": None if params is None else {"total": params.total,
+                                                   "non_embedding": params.non_embedding},
+            "max_input_tokens": limit, "max_request_bytes": config.max_request_bytes,
+            "max_steps": config.max_steps}
 
 
 def create_app(scorer: StepScorer, config: ServeConfig, *, close_scorer: bool = True) -> Any:
@@ -171,7 +119,11 @@ def create_app(scorer: StepScorer, config: ServeConfig, *, close_scorer: bool = 
     from fastapi import FastAPI, Request
     from fastapi.responses import JSONResponse
 
+    limit = token_limit(scorer, config)
+    if limit is not None and hasattr(scorer, "max_input_tokens"):
+        scorer.max_input_tokens = limit  # type: ignore[attr-defined]  # the scorer enforces it
     batcher = scorer if isinstance(scorer, CoalescingScorer) else CoalescingScorer(scorer)
+    in_flight = 0
 
     @asynccontextmanager
     async def lifespan(app: Any) -> Any:
@@ -185,6 +137,8 @@ def create_app(scorer: StepScorer, config: ServeConfig, *, close_scorer: bool = 
 
     def error(status: int, message: str) -> JSONResponse:
         headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+        if status == 503:
+            headers = {"Retry-After": str(RETRY_AFTER_S)}
         return JSONResponse({"error": message}, status_code=status, headers=headers)
 
     def authorised(request: Request) -> bool:
@@ -208,9 +162,6 @@ def create_app(scorer: StepScorer, config: ServeConfig, *, close_scorer: bool = 
             chunks.append(chunk)
         return b"".join(chunks)
 
-    async def parsed(request: Request) -> list[ScoreRequest]:
-        return parse_score_body(await read_body(request), config)
-
     @app.get("/health")
     async def health() -> dict[str, str]:
         return {"status": "ok"}
@@ -219,46 +170,41 @@ def create_app(scorer: StepScorer, config: ServeConfig, *, close_scorer: bool = 
     async def info(request: Request) -> Any:
         if not authorised(request):
             return error(401, "missing or wrong API key (Authorization: Bearer <key>)")
-        return {"name": scorer.name, "max_request_bytes": config.max_request_bytes,
-                "max_steps": config.max_steps}
+        return _info(scorer, config, limit)
 
     @app.post("/v1/score")
     async def score(request: Request) -> Any:
+        nonlocal in_flight
         if not authorised(request):
             return error(401, "missing or wrong API key (Authorization: Bearer <key>)")
+        if in_flight >= config.max_concurrent:
+            return error(503, f"busy: {in_flight} requests in flight (--max-concurrent "
+                              f"{config.max_concurrent}); retry later")
+        in_flight += 1
         try:
-            requests = await parsed(request)
-            scores = await batcher.score(requests)
-            check_scores(scores, requests)
-            tokens = await asyncio.to_thread(_tokens_per_request, batcher, requests)
+            requests = parse_score_body(await read_body(request), config.max_steps)
+            result = await asyncio.wait_for(batcher.score(requests), config.score_timeout_s)
+            check_scores(result, requests)
         except BadRequest as exc:
             return error(exc.status, str(exc))
-        except (ValueError, KeyError) as exc:  # the scorer rejects this input
-            return error(422, f"{type(exc).__name__}: {exc}")
-        except Exception as exc:  # noqa: BLE001 - answered as 500; the server keeps serving
-            return error(500, f"scorer failed: {type(exc).__name__}: {exc}")
-        return {"scores": scores, "scored_tokens": sum(tokens), "tokens": tokens}
-
-    @app.post("/v1/tokens")
-    async def tokens(request: Request) -> Any:
-        if not authorised(request):
-            return error(401, "missing or wrong API key (Authorization: Bearer <key>)")
-        try:
-            requests = await parsed(request)
-            counts = await asyncio.to_thread(_tokens_per_request, batcher, requests)
-        except BadRequest as exc:
-            return error(exc.status, str(exc))
-        except (ValueError, KeyError) as exc:
-            return error(422, f"{type(exc).__name__}: {exc}")
-        except Exception as exc:  # noqa: BLE001
-            return error(500, f"scorer failed: {type(exc).__name__}: {exc}")
-        return {"tokens": counts, "scored_tokens": sum(counts)}
+        except InputTooLong as exc:
+            return error(413, str(exc))
+        except ScorerInputError as exc:  # our own message about this input
+            return error(422, str(exc))
+        except TimeoutError:
+            return error(504, f"scoring took longer than {config.score_timeout_s:g} s "
+                              f"(--score-timeout)")
+        except Exception:
+            ref = uuid.uuid4().hex[:12]
+            log.exception("scoring failed (error id %s)", ref)
+            return error(500, f"the scorer failed on this request (error id {ref}; the "
+                              f"server log has the details)")
+        finally:
+            in_flight -= 1
+        return {"scores": result.scores, "tokens": result.tokens,
+                "scored_tokens": result.scored_tokens}
 
     return app
-
-
-def _tokens_per_request(scorer: StepScorer, requests: Sequence[ScoreRequest]) -> list[int]:
-    return [int(scorer.scored_tokens([r])) for r in requests]
 
 
 def bind_socket(host: str, port: int) -> socket.socket:

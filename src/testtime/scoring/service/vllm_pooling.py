@@ -51,8 +51,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from testtime.flops import ParamCount, known_param_count
+from testtime.retry import RetryPolicy
+from testtime.scoring.base import ScorerBase, ScoreResult
 from testtime.scoring.prm.engine import EncodedRequest
-from testtime.scoring.remote import LoopClient, RetryPolicy, post_json, split_url
+from testtime.scoring.service.http import HTTP_RETRY, LoopClient, Timeouts, post_json, split_url
 from testtime.types import ScoreRequest
 
 SPEC_PREFIX = "vllm-pooling:"
@@ -141,18 +144,20 @@ def softmax_pair(good: float, bad: float) -> float:
     return 1.0 / (1.0 + math.exp(bad - good))
 
 
-class VLLMPoolingScorer:
+class VLLMPoolingScorer(ScorerBase):
     """``StepScorer`` client of a PRM served with ``vllm serve ... --runner pooling``.
 
     Contract: as ``StepScorer``. A pooling answer whose rows match neither STEP nor ALL pooling
     of the locally tokenised input raises ``RuntimeError`` naming the URL and the
-    ``--pooler-config`` to use. ``scored_tokens`` is the local token count of each input (equal
-    to vLLM's, which tokenises the same text with the same tokenizer).
+    ``--pooler-config`` to use. The tokens of a request are the local token count of its input
+    (equal to vLLM's, which tokenises the same text with the same tokenizer); ``param_count``
+    comes from the model's ``config.json`` where the tokenizer source has one, else from the
+    known configs (:func:`testtime.flops.known_param_count`).
     """
 
     def __init__(self, model: str, url: str, family: str | None = None, *,
                  tokenizer: str | None = None, api_key: str | None = None,
-                 task: str | None = None, retry: RetryPolicy | None = None,
+                 task: str | None = None, retry: RetryPolicy = HTTP_RETRY,
                  max_inputs: int = DEFAULT_MAX_INPUTS, trust_remote_code: bool = False) -> None:
         from testtime.scoring.prm.checkpoint import load_tokenizer
 
@@ -168,16 +173,17 @@ class VLLMPoolingScorer:
         self.url, url_key = split_url(url)
         self._api_key = api_key or url_key or os.environ.get(API_KEY_ENV) or None
         self.task = task
-        self.retry = retry or RetryPolicy()
+        self.retry = retry
         self.max_inputs = max_inputs
         self.name = f"{family}:{model}"
         self.encoder = self.family.make_encoder(
             load_tokenizer(tokenizer or model, trust_remote_code))
+        self.param_count: ParamCount | None = known_param_count(tokenizer or model, model)
         self.posts = 0
         self._cache: OrderedDict[tuple[str, tuple[str, ...]], tuple[str, EncodedRequest]] = (
             OrderedDict())
         self._lock = threading.Lock()
-        self._client = LoopClient(self.retry)
+        self._client = LoopClient(Timeouts())
 
     @classmethod
     def from_spec(cls, spec: str, **kwargs: Any) -> VLLMPoolingScorer:
@@ -187,7 +193,7 @@ class VLLMPoolingScorer:
     def prepare(self, request: ScoreRequest) -> tuple[str, EncodedRequest]:
         """The text vLLM gets and its local encoding (ids + score positions), cached."""
         key = (request.question, tuple(s.text for s in request.steps))
-        with self._lock:  # called from worker threads and from scored_tokens
+        with self._lock:  # called from worker threads
             hit = self._cache.get(key)
             if hit is None:
                 text = self.family.render(self.encoder, key[0], key[1])
@@ -206,19 +212,20 @@ class VLLMPoolingScorer:
             out["task"] = self.task
         return out
 
-    async def score(self, requests: Sequence[ScoreRequest]) -> list[list[float]]:
+    async def score(self, requests: Sequence[ScoreRequest]) -> ScoreResult:
         todo = [i for i, r in enumerate(requests) if r.steps]
         prepared = await asyncio.to_thread(lambda: [self.prepare(requests[i]) for i in todo])
         chunks = [list(range(s, min(s + self.max_inputs, len(todo))))
                   for s in range(0, len(todo), self.max_inputs)]
-        client = self._http()
+        client = self._client.get()
         headers = {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
         self.posts += len(chunks)
         answers = await asyncio.gather(*(
             post_json(client, f"{self.url}/pooling",
-                      self.body([prepared[j][0] for j in chunk]), self.retry, headers)
+                      self.body([prepared[j][0] for j in chunk]), headers, self.retry)
             for chunk in chunks))
         out: list[list[float]] = [[] for _ in requests]
+        tokens = [0] * len(requests)
         for chunk, answer in zip(chunks, answers, strict=True):
             items = answer.get("data") if isinstance(answer, dict) else None
             if not isinstance(items, list) or len(items) != len(chunk):
@@ -227,7 +234,8 @@ class VLLMPoolingScorer:
             for item in items:
                 j = chunk[int(item["index"])]
                 out[todo[j]] = self.step_scores(prepared[j][1], item["data"])
-        return out
+                tokens[todo[j]] = len(prepared[j][1].input_ids)
+        return ScoreResult(out, tokens)
 
     def step_scores(self, encoded: EncodedRequest, rows: Any) -> list[float]:
         """One P(good) per step from a pooling output for one input."""
@@ -266,12 +274,6 @@ class VLLMPoolingScorer:
         if min(row) >= 0 and abs(sum(row) - 1.0) < _PROBABILITY_TOLERANCE:
             return good / (good + bad) if good + bad > 0 else 0.5  # a softmax over the vocab
         return softmax_pair(good, bad)  # full-vocabulary logits
-
-    def scored_tokens(self, requests: Sequence[ScoreRequest]) -> int:
-        return sum(len(self.prepare(r)[1].input_ids) for r in requests if r.steps)
-
-    def _http(self) -> Any:
-        return self._client.get()
 
     async def aclose(self) -> None:
         await self._client.aclose()
