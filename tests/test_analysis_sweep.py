@@ -174,7 +174,8 @@ def test_analyze_and_report_commands(tmp_path: Path) -> None:
                                  "--boot", "100", "--trees", "2"])
     assert r.exit_code == 0, r.output
     page = (tmp_path / "rep" / "index.html").read_text()
-    assert page.count('<img src="data:image/png;base64,') == 2  # no FLOPs plot for fakes
+    # generations, billed and prefix-cached tokens, bins (no FLOPs plot for fakes)
+    assert page.count('<img src="data:image/png;base64,') == 4
     assert 'class="optimal"' in page and 'class="search-tree"' in page
     assert "http://" not in page.replace('xmlns="http://www.w3.org/2000/svg"', "")
     bad = CliRunner().invoke(app, ["analyze", str(tmp_path / "nothing")])

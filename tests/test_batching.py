@@ -161,34 +161,3 @@ def test_equal_requests_from_two_callers_stay_two_callers() -> None:
 
     outs = asyncio.run(asyncio.wait_for(main(), timeout=10))
     assert [len(o[0]) for o in outs] == [1, 1]
-
-
-def test_end_at_boxed_step_cuts_after_the_boxed_step() -> None:
-    from testtime.policy.completion import boxed_step_end
-
-    assert boxed_step_end("a\n\nso \\boxed{3}") is None  # the step is still open
-    text = "a\n\nso \\boxed{3}.\n\nNow more.\n\n"
-    assert text[: boxed_step_end(text)] == "a\n\nso \\boxed{3}.\n\n"
-    pieces = ["a\n\n", "so ", "\\boxed{3}", ".\n", "\nNow", " more."]
-    c = build_completion(pieces, prompt_tokens=2, stop=(), ended_with_eos=False,
-                         logprobs=[-0.1] * 6, end_at_boxed_step=True)
-    assert c.text == "a\n\nso \\boxed{3}.\n\n" and c.completion_tokens == 5
-    assert c.finish_reason == "stop" and len(c.token_logprobs) == 5
-    # without the flag nothing is cut; an earlier stop string still wins
-    assert build_completion(pieces, prompt_tokens=2, stop=(), ended_with_eos=False).text == \
-        "".join(pieces)
-    c = build_completion(pieces, prompt_tokens=2, stop=("\n\n",), ended_with_eos=False,
-                         end_at_boxed_step=True)
-    assert c.text == "a\n\n"
-
-
-def test_boxed_step_end_reads_bytes_as_text() -> None:
-    # The llama.cpp backend asks on its raw UTF-8 row text; the answer must be the same.
-    from testtime.policy.completion import boxed_step_end
-
-    for text in ("a\n\nso \\boxed{3}", "a\n\nso \\boxed{3}.\n\nNow", "x\n\ny", "é \\boxed{½}\n\nz"):
-        got = boxed_step_end(bytearray(text.encode()))
-        want = boxed_step_end(text)
-        assert (got is None) == (want is None)
-        if want is not None:
-            assert bytes(text.encode())[:got].decode() == text[:want]

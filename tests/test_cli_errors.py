@@ -56,7 +56,7 @@ def test_run_errors_are_one_line(args: list[str], expected: str, tmp_path: Path)
 
 
 def test_other_commands_fail_the_same_way(tmp_path: Path) -> None:
-    assert "--params x: must be non_embedding or total" in one_line_error(
+    assert "--params x: must be one of nominal, non_embedding, total, active" in one_line_error(
         ["flops", "--small", "Qwen2.5-1.5B", "--large", "Qwen2.5-72B", "--params", "x"])
     assert "unknown model 'Nope-1B'" in one_line_error(
         ["flops", "--small", "Nope-1B", "--large", "Qwen2.5-72B"])
@@ -83,8 +83,8 @@ def test_tables_never_elide_a_number() -> None:
         assert r.exit_code == 0, r.output
         assert "…" not in r.output
         for cell in ("Qwen2.5-1.5B + best_of_n (N=64) + Skywork-PRM-1.5B", "Llama-3.1-405B CoT",
-                     "401.65B", "41,600", "2.180e+14", "1.415e+23", "3.615e+25", "5.221e+14"):
+                     "405.00B", "41,600", "2.496e+14", "1.620e+23", "3.645e+25", "5.265e+14"):
             assert cell in r.output, (columns, cell, r.output)
     r = CliRunner().invoke(app, [*args, "--json"])
     data = __import__("json").loads(r.output)
-    assert [f"{s['inference_flops']:.3e}" for s in data] == ["2.180e+14", "5.221e+14"]
+    assert [f"{s['inference_flops']:.3e}" for s in data] == ["2.496e+14", "5.265e+14"]

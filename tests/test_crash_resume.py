@@ -179,7 +179,7 @@ def test_resume_names_every_differing_field_and_ignores_resume_free_ones(
                         resume=True, progress=False))
     message = str(info.value)
     assert "config.json: cannot resume" in message
-    for field in ("search.n (saved 4, now 8)", "sampling.temperature (saved 0.8, now 0.5)",
+    for field in ("search.n (saved 4, now 8)", "sampling.temperature (saved 0.7, now 0.5)",
                   "prm (saved 'rule', now 'other')"):
         assert field in message
     # concurrency and the data directory do not change results: resuming is allowed

@@ -345,7 +345,10 @@ def test_sweep_on_ray_shares_one_actor_pool_across_its_cells(
         recs = RecordStore(tmp_path / "sweep" / c.run_dir / "results.jsonl").records
         assert sorted(recs) == [f"s{i}" for i in range(6)]
         assert all(r.error is None and r.method == c.method for r in recs.values())
-        assert all(len(r.candidates) == (1 if c.method == "cot" else 4) for r in recs.values())
+        # budget N=4 each; the paper's beam search (M=2) returns K = N/M = 2 paths
+        assert all(r.n == (1 if c.method == "cot" else 4) for r in recs.values())
+        paths = {"cot": 1, "best_of_n": 4, "beam_search": 2}[c.method]
+        assert all(1 <= r.paths == len(r.candidates) <= paths for r in recs.values())
 
 
 def test_bind_refuses_a_config_with_other_models(tmp_path: Path) -> None:

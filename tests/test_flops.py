@@ -142,11 +142,16 @@ def test_flop_costs_from_objects_and_records() -> None:
     assert params_of(policy) == count_parameters(QWEN25_1_5B)
     assert params_of(fake) is None
     assert params_of(SimpleNamespace(param_count=ParamCount(10, 7))) == ParamCount(10, 7)
-    costs = FlopCosts.of(policy, prm)
+    costs = FlopCosts.of(policy, prm, "non_embedding")
     rec = ComputeRecord(prompt_tokens=100, completion_tokens=300, scored_tokens=500)
     costs.fill(rec)
     assert rec.policy_flops == 2 * count_parameters(QWEN25_1_5B).non_embedding * 400
     assert rec.prm_flops == 2 * count_parameters(QWEN25_7B).non_embedding * 500
+    # by default the nominal size of a named model (an unnamed one: its total count)
+    named = SimpleNamespace(model=SimpleNamespace(config=QWEN25_1_5B),
+                            name="hf:Qwen/Qwen2.5-1.5B-Instruct")
+    assert FlopCosts.of(named, None).policy_params == 1_500_000_000
+    assert FlopCosts.of(policy, None).policy_params == count_parameters(QWEN25_1_5B).total
     zero = FlopCosts.of(fake, fake)
     zero.fill(rec)
     assert rec.policy_flops == 0.0 and rec.prm_flops == 0.0
@@ -155,6 +160,9 @@ def test_flop_costs_from_objects_and_records() -> None:
     # records without FLOPs: from the run config's specs; model-free scorers cost nothing
     assert costs_for_specs("default", "self-certainty").prm_params == 0
     assert costs_for_specs("hf:Qwen/Qwen2.5-7B-Instruct", "qwen_prm:Qwen/Qwen2.5-Math-PRM-7B") \
+        == FlopCosts(7_000_000_000, 7_000_000_000)
+    assert costs_for_specs("hf:Qwen/Qwen2.5-7B-Instruct", "qwen_prm:Qwen/Qwen2.5-Math-PRM-7B",
+                           "non_embedding") \
         == FlopCosts(count_parameters(QWEN25_7B).non_embedding,
                      count_parameters(KNOWN_CONFIGS["Qwen2.5-Math-7B"]).non_embedding)
 
@@ -165,7 +173,7 @@ def test_flops_command_small_tts_vs_large_cot() -> None:
     r = CliRunner().invoke(app, [
         "flops", "--small", "Qwen2.5-0.5B", "--n", "256", "--method", "best_of_n",
         "--large", "Qwen2.5-72B", "--prm", "Qwen2.5-Math-PRM-7B", "--prompt-tokens", "100",
-        "--completion-tokens", "400", "--pretrain", "--json"])
+        "--completion-tokens", "400", "--pretrain", "--params", "non_embedding", "--json"])
     assert r.exit_code == 0, r.output
     small, large = json.loads(r.output)
     n_small = count_parameters(KNOWN_CONFIGS["Qwen2.5-0.5B"]).non_embedding
@@ -178,3 +186,52 @@ def test_flops_command_small_tts_vs_large_cot() -> None:
     assert large["total_flops"] > small["total_flops"]
     bad = CliRunner().invoke(app, ["flops", "--small", "Nope-1B", "--large", "Qwen2.5-72B"])
     assert bad.exit_code == 2 and "unknown model" in bad.output
+
+
+def flops_json(*args: str) -> list[dict]:  # type: ignore[type-arg]
+    from testtime.cli import app
+
+    r = CliRunner().invoke(app, ["flops", *args, "--pretrain", "--no-prm-flops",
+                                 "--problems", "500", "--prompt-tokens", "0", "--json"])
+    assert r.exit_code == 0, r.output
+    return json.loads(r.output)  # type: ignore[no-any-return]
+
+
+def close(x: float, published: float) -> bool:
+    """Equal to the 3 significant digits the paper prints."""
+    return float(f"{x:.2e}") == published or abs(x - published) / published < 2e-3
+
+
+def test_flops_reproduces_table_4_of_liu_et_al() -> None:
+    # Table 4 counts MATH-500 (500 problems), nominal sizes, 2N per token, 6ND pre-training.
+    # The paper gives no token counts: these per-problem ones are what its inference FLOPs
+    # imply (3B: 512 samples of 199.87 tokens; 405B CoT: 1049.38; 7B: 64 x 1819.20; R1 CoT:
+    # 6005.96 tokens), so the test pins the sizes, data sizes and formulas.
+    small, large = flops_json("--small", "Llama-3.2-3B", "--n", "512", "--completion-tokens",
+                              "199.8698", "--large", "Llama-3.1-405B",
+                              "--large-completion-tokens", "1049.3827")
+    assert small["params"] == 3e9 and large["params"] == 405e9
+    assert close(small["pretrain_flops"], 1.62e23) and close(small["inference_flops"], 3.07e17)
+    assert close(large["pretrain_flops"], 3.65e25) and close(large["inference_flops"], 4.25e17)
+    small, large = flops_json("--small", "DeepSeek-R1-Distill-Qwen-7B", "--n", "64",
+                              "--completion-tokens", "1819.1964", "--large", "DeepSeek-R1",
+                              "--large-completion-tokens", "6005.96")
+    assert small["params"] == 7e9 and large["params"] == 671e9
+    assert close(small["pretrain_flops"], 7.56e23) and close(small["inference_flops"], 8.15e17)
+    assert close(large["pretrain_flops"], 5.96e25) and close(large["inference_flops"], 4.03e18)
+    assert "DeepSeek-R1 (671B total, 37B active) CoT" == large["label"]
+    # active parameters of the mixture of experts, on request
+    _, active = flops_json("--small", "Llama-3.2-3B", "--large", "DeepSeek-R1",
+                           "--params", "active")
+    assert active["params"] == 37e9
+
+
+def test_prm_flops_are_a_switch() -> None:
+    from testtime.cli import app
+
+    args = ["flops", "--small", "Qwen2.5-1.5B", "--n", "4", "--large", "Qwen2.5-72B",
+            "--prm", "Skywork-PRM-1.5B", "--json"]
+    on = json.loads(CliRunner().invoke(app, args).output)[0]["inference_flops"]
+    off = json.loads(CliRunner().invoke(app, [*args, "--no-prm-flops"]).output)[0][
+        "inference_flops"]
+    assert on == pytest.approx(2 * off)  # the PRM (1.5B) reads what the policy (1.5B) wrote

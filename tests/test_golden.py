@@ -33,10 +33,10 @@ def project(value: Any, like: Any) -> Any:
 
 
 @pytest.mark.parametrize("case", make_golden.CASES, ids=[c[0] for c in make_golden.CASES])
-def test_records_equal_the_golden_ones(case: tuple[str, str, int, int, int],
+def test_records_equal_the_golden_ones(case: tuple[str, str, int, int, int, str],
                                        tmp_path: Path) -> None:
-    stem, method, n, width, lookahead = case
-    asyncio.run(make_golden.run_case(method, n, width, lookahead, tmp_path / "run"))
+    stem, method, n, width, lookahead, semantics = case
+    asyncio.run(make_golden.run_case(method, n, width, lookahead, semantics, tmp_path / "run"))
     got = make_golden.records(tmp_path / "run")
     want = [json.loads(line) for line in (GOLDEN / f"{stem}.jsonl").read_text().splitlines()]
     assert [r["id"] for r in got] == [r["id"] for r in want]

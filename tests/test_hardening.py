@@ -143,8 +143,8 @@ GARBAGE: dict[str, tuple[str, str]] = {
     "tower": ("The answer is \\boxed{10^10^10}", "wrong"),
     "answer_100k": ("\\boxed{" + "9" * 100_000 + "}", "wrong"),
     "text_100k": ("blah " * 20_000, "wrong"),
-    # a path keeps max_depth (40) steps; the answer after step 2000 is cut off
-    "steps_2k": ("step\n\n" * 2_000 + "\\boxed{3}", "wrong"),
+    # Best-of-N keeps every step (as the paper's code): the answer after step 2000 counts
+    "steps_2k": ("step\n\n" * 2_000 + "\\boxed{3}", "correct"),
     "over_token_limit": ("step " * 10_000 + "\\boxed{3}", "wrong"),  # cut at 8192 tokens
     "control": ("\x00\x01\x1b[31m\x07 \\boxed{\x00\x1b[0m3\x08}", "wrong"),
     "nul_only": ("\x00" * 1000, "wrong"),

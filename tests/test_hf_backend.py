@@ -88,23 +88,3 @@ def test_rows_with_different_max_tokens_in_one_batch(smollm2_policy: HFPolicy) -
         assert a.finish_reason == "length" and a.completion_tokens == 5
         assert b.text.startswith(a.text) and a.token_texts == b.token_texts[:5]
         assert len(a.token_logprobs) == 5
-
-
-def test_boxed_step_criterion_on_real_token_ids(smollm2_policy: HFPolicy) -> None:
-    # The stopping criterion HF generate gets with end_at_boxed_step: a row is done once the
-    # step holding its first \boxed has ended; the prompt is not looked at.
-    import torch
-
-    from testtime.policy.hf import _boxed_step_criteria
-
-    tok = smollm2_policy.tokenizer
-    prompt = tok("Earlier \\boxed{9}.\n\n Then", add_special_tokens=False)["input_ids"]
-    texts = ["We get \\boxed{12}.\n\nExtra", "We get \\boxed{12}. Still going"]
-    ids = [tok(t, add_special_tokens=False)["input_ids"] for t in texts]
-    width = max(map(len, ids))
-    for row, want in zip(ids, (True, False), strict=True):
-        crit = _boxed_step_criteria(tok, len(prompt))
-        seq = torch.tensor([prompt + row[:width]])
-        assert crit(seq, None).tolist() == [want]
-    crit = _boxed_step_criteria(tok, len(prompt))
-    assert crit(torch.tensor([prompt + ids[1][:3]]), None).tolist() == [False]

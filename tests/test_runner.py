@@ -52,7 +52,8 @@ def test_best_of_n_records_and_summary(tmp_path: Path) -> None:
     assert [c.answer for c in r.candidates] == ["3", "3", "4", None]
     assert [c.correct for c in r.candidates] == [True, True, False, False]
     assert r.candidates[0].group == r.candidates[1].group != r.candidates[2].group
-    assert r.candidates[3].group is None
+    # the paper's grouping: a path without an answer votes for the empty answer
+    assert r.candidates[3].group not in (r.candidates[0].group, r.candidates[2].group, None)
     # budgets from prefixes: 1, 2, 4
     assert set(r.predictions) == {"1", "2", "4"}
     assert r.predictions["4"]["majority"].answer == "3"

@@ -1,5 +1,6 @@
-"""What every search method shares: exactly N paths, token totals equal to the tree, records
-through the runner, cross-problem batching, and seeds that ignore the other problems."""
+"""What every search method shares, in both semantics: its budget spent, token totals equal
+to the tree, records through the runner, cross-problem batching, and seeds that ignore the
+other problems."""
 
 from __future__ import annotations
 
@@ -57,7 +58,8 @@ def write_set(path: Path, k: int) -> Path:
 
 def run_config(data: Path, method: str, **search) -> RunConfig:  # type: ignore[no-untyped-def]
     return RunConfig(dataset=DatasetConfig(name=str(data)), prm="rule",
-                     search=SearchConfig(method=method, **{"n": 4, "beam_width": 2, **search}))
+                     search=SearchConfig(method=method, **{"n": 4, "beam_width": 2,
+                                                           "max_depth": 6, **search}))
 
 
 def direct(method: str, policy: ScriptedPolicy, problems: Sequence[Problem],
@@ -74,26 +76,35 @@ def direct(method: str, policy: ScriptedPolicy, problems: Sequence[Problem],
 
 
 def test_beam_search_finds_what_greedy_misses(tmp_path: Path) -> None:
+    # Worked by hand (paper semantics, N=4, M=2 so K=2): the root's 4 samples are Guess,
+    # Think, Guess, Think (duplicates dropped); both kept; Think's best children Add (0.8)
+    # and Guess's only child "So \\boxed{5}" (0.6) are kept; then Add's "\\boxed{3}" and the
+    # \\boxed{5} path end. The last-step PRM rule picks 3; greedy CoT guesses 5.
     data = write_set(tmp_path / "set.jsonl", 1)
-    acc = {}
+    got = {}
     for method in ("cot", "beam_search"):
-        out = asyncio.run(run(run_config(data, method), tmp_path / method,
-                              policy=ScriptedPolicy(walk(TREE)), scorer=RuleScorer(RULE),
-                              progress=False))
+        asyncio.run(run(run_config(data, method), tmp_path / method,
+                        policy=ScriptedPolicy(walk(TREE)), scorer=RuleScorer(RULE),
+                        progress=False))
         [rec] = RecordStore(tmp_path / method / "results.jsonl")
-        acc[method] = (rec.predictions[str(rec.n)]["prm_last_max"].answer,
-                       out.summary["accuracy"][str(rec.n)]["majority"])
-    assert acc == {"cot": ("5", 0.0), "beam_search": ("3", 1.0)}
+        got[method] = ([c.answer for c in rec.candidates],
+                       rec.predictions[str(rec.n)]["prm_last_max" if method != "cot"
+                                                   else "majority"].answer)
+    assert got == {"cot": (["5"], "5"), "beam_search": (["5", "3"], "3")}
 
 
-@pytest.mark.parametrize("lookahead", [0, 1])
+@pytest.mark.parametrize("semantics", ["paper", "sal"])
 @pytest.mark.parametrize("method", METHODS)
-def test_every_method_returns_n_paths_and_its_tree_holds_every_token(
-    method: str, lookahead: int
+def test_every_method_spends_its_budget_and_its_tree_holds_every_token(
+    method: str, semantics: str
 ) -> None:
+    lookahead = 1 if (semantics, method) == ("sal", "dvts") else 0
     [result] = direct(method, ScriptedPolicy(walk(TREE)), [Problem("p", "1 + 2?", "3")],
-                      lookahead=lookahead)
-    assert len(result.candidates) == (1 if method == "cot" else 4)
+                      semantics=semantics, lookahead=lookahead)
+    paths = {"cot": 1, "best_of_n": 4, "beam_search": 2 if semantics == "paper" else 4,
+             "dvts": 2 if semantics == "paper" else 4}[method]
+    assert len(result.candidates) <= paths and result.candidates
+    assert result.budget == (1 if method == "cot" else 4)
     tree = result.tree
     assert result.compute.completion_tokens == sum(n.step.num_tokens for n in tree)
     assert result.compute.completion_tokens > 0
@@ -102,31 +113,37 @@ def test_every_method_returns_n_paths_and_its_tree_holds_every_token(
         assert [tree[i].step for i in c.node_ids] == c.steps
         assert [tree[i].parent for i in c.node_ids] == [-1, *c.node_ids[:-1]]
         assert tree[c.node_ids[-1]].status == "finished"
-    assert all(n.status in ("kept", "pruned", "finished", "lookahead") for n in tree)
+    assert all(n.status in ("kept", "pruned", "finished", "lookahead", "dropped") for n in tree)
     if method in ("beam_search", "dvts"):
-        # step-level methods sample one node per generation
+        # step-level methods sample one node per generation (dropped samples included)
         assert result.compute.generations == len(tree)
         assert any(n.status == "lookahead" for n in tree) == bool(lookahead)
 
 
-def test_runner_records_trees_predictions_and_batches_problems(tmp_path: Path) -> None:
+@pytest.mark.parametrize("semantics", ["paper", "sal"])
+def test_runner_records_trees_predictions_and_batches_problems(tmp_path: Path,
+                                                               semantics: str) -> None:
     data = write_set(tmp_path / "set.jsonl", 3)
-    for method, budgets in (("beam_search", {"4"}), ("dvts", {"2", "4"})):
+    budgets = {"paper": ({"4"}, {"2", "4"}), "sal": ({"4"}, {"2", "4"})}[semantics]
+    for method, want in zip(("beam_search", "dvts"), budgets, strict=True):
         policy = ScriptedPolicy(walk(TREE))
-        asyncio.run(run(run_config(data, method, lookahead=1), tmp_path / method,
-                        policy=policy, scorer=RuleScorer(RULE), progress=False))
-        records = list(RecordStore(tmp_path / method / "results.jsonl"))
+        asyncio.run(run(run_config(data, method, semantics=semantics), tmp_path / method /
+                        semantics, policy=policy, scorer=RuleScorer(RULE), progress=False))
+        records = list(RecordStore(tmp_path / method / semantics / "results.jsonl"))
         assert [r.id for r in records] == ["p0", "p1", "p2"]
         for r in records:
-            assert r.error is None and len(r.candidates) == 4
-            assert set(r.predictions) == budgets
-            assert r.predictions["4"]["prm_last_max"].answer == "3"
-            assert {n.status for n in r.tree} >= {"kept", "pruned", "finished", "lookahead"}
+            assert r.error is None and r.n == 4 and r.paths == len(r.candidates) >= 1
+            assert r.semantics == semantics
+            assert set(r.predictions) == want
+            assert {n.status for n in r.tree} >= {"kept", "finished"}
             assert r.compute.completion_tokens == sum(n.tokens for n in r.tree)
             assert all(n.parent < n.id for n in r.tree)
-        # the three problems advance in lockstep: each backend batch holds all three
-        # problems' rows of one depth (4 sampled rows, or 4 greedy roll-outs, per problem)
-        assert policy.batches and all(b == 12 for b in policy.batches)
+            # an ideal prefix cache recomputes none of a path the policy itself generated
+            assert r.compute.prefill_tokens < r.compute.prompt_tokens
+        # the three problems advance in lockstep: every backend batch holds all three
+        # problems' rows (the same numbers of them)
+        assert policy.batches and all(b % 3 == 0 for b in policy.batches)
+        assert max(policy.batches) == 12  # 4 first steps x 3 problems
 
 
 def test_seeds_do_not_depend_on_other_problems() -> None:

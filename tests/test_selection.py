@@ -48,7 +48,8 @@ def test_aggregations() -> None:
     s = (0.5, 0.25, 1.0)
     assert [AGGREGATIONS[a](s) for a in ("min", "last", "avg", "prod")] == [
         0.25, 1.0, 1.75 / 3, 0.125]
-    assert all(fn(()) == 0.0 for fn in AGGREGATIONS.values())
+    # a path without steps ranks below every probability (the paper's -1.0)
+    assert all(fn(()) == -1.0 for fn in AGGREGATIONS.values())
 
 
 def test_majority_tie_goes_to_the_group_seen_first() -> None:

@@ -78,8 +78,25 @@ async def group_answers(texts: Sequence[str], grader: Grader
 
 
 async def grade_and_group(
-    texts: Sequence[str], reference: str, grader: Grader
+    texts: Sequence[str], reference: str, grader: Grader, grouping: str = "equivalence"
 ) -> tuple[list[str | None], list[bool], list[int | None]]:
-    """Extracted answers, correctness against ``reference``, and answer-group ids (as
-    :func:`group_answers`; grading and grouping share one Math-Verify batch)."""
-    return await _grouped(texts, grader, reference)
+    """Extracted answers, correctness against ``reference``, and answer-group ids.
+
+    ``grouping="equivalence"``: as :func:`group_answers` (grading and grouping share one
+    Math-Verify batch; a text without an answer has group None and abstains). ``"string"``:
+    the paper's code's groups, by its normalised answer string
+    (:func:`testtime.grading.seed_answer.seed_answer_key`); a text without one gets the group
+    of the empty answer, which votes like any other. Answers and correctness are ours either
+    way (extraction of ``testtime.grading``, Math-Verify against the reference).
+    """
+    if grouping == "equivalence":
+        return await _grouped(texts, grader, reference)
+    if grouping != "string":
+        raise ValueError(f"unknown answer grouping {grouping!r}")
+    from testtime.grading.seed_answer import seed_answer_key
+
+    answers = [extract_answer(t) for t in texts]
+    results = await grader.agrade_many([(a, reference) for a in answers]) if texts else []
+    keys: dict[str, int] = {}
+    groups: list[int | None] = [keys.setdefault(seed_answer_key(t), len(keys)) for t in texts]
+    return answers, [r.correct for r in results], groups

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from testtime.search.base import SamplingConfig, SearchConfig
 
-CONFIG_VERSION = 1
+CONFIG_VERSION = 2
 #: Fields that may change between a run and its resumption without changing any result.
 RESUME_FREE_FIELDS = frozenset({"data_dir", "max_concurrent_problems", "progress", "compare"})
 
@@ -96,6 +96,15 @@ class RunConfig(BaseModel):
     adaptive: AdaptiveSettings | None = None
     """Settings of the adaptive solver; set exactly when ``search.method`` is ``adaptive``."""
 
+    @model_validator(mode="before")
+    @classmethod
+    def _recommended_sampling(cls, data: Any) -> Any:
+        """Without explicit sampling settings, the policy family's (see :func:`recommended`)."""
+        if isinstance(data, dict) and "sampling" not in data:
+            data = {**data, "sampling": recommended(str(data.get("policy", "default")),
+                                                    data.get("prompt"))[0]}
+        return data
+
     @model_validator(mode="after")
     def _check(self) -> RunConfig:
         from testtime.search import METHODS
@@ -111,6 +120,35 @@ class RunConfig(BaseModel):
             raise ValueError("adaptive settings (a table and a budget) go with method "
                              "'adaptive', and only with it")
         return self
+
+
+#: Path limit of the embedded default (SmolLM2-135M answers in well under 200 tokens and
+#: otherwise rambles); real models get the paper's 8192 (DeepSeek-R1-Distill: 32768).
+EMBEDDED_PATH_TOKENS = 256
+
+
+def is_embedded(policy: str) -> bool:
+    """Whether a policy spec names the embedded SmolLM2 (``default`` or ``BACKEND:default``)."""
+    return policy == "default" or policy.endswith(":default")
+
+
+def recommended(policy: str, prompt: str | None = None) -> tuple[SamplingConfig, int]:
+    """The paper's sampling settings and path limit for a policy, by model family.
+
+    Liu et al. sample at temperature 0.7, top-p 1.0, CoT greedy, 8192 new tokens; for
+    DeepSeek-R1-Distill its authors' settings: 0.6, 0.95, CoT sampled too, 32768 tokens
+    (the prompt template's ``recommended_sampling``). No I/O: the family comes from the name.
+    """
+    from testtime.prompts import prompt_for_model
+
+    try:
+        rec = prompt_for_model(policy, prompt).recommended_sampling
+    except ValueError:  # an unknown --prompt: named by the config check, not here
+        rec = prompt_for_model(policy).recommended_sampling
+    if rec is not None:
+        return (SamplingConfig(temperature=rec.temperature, top_p=rec.top_p, greedy_cot=False),
+                rec.max_tokens)
+    return SamplingConfig(), EMBEDDED_PATH_TOKENS if is_embedded(policy) else 8192
 
 
 def config_diff(saved: dict[str, Any], current: dict[str, Any], prefix: str = "") -> list[str]:

@@ -3,10 +3,15 @@
 Convention (Kaplan et al. 2020, used by Snell et al. 2024 and Liu et al. 2025):
 
 * a forward pass costs ``2 * N`` FLOPs per token, pre-training ``6 * N * D``;
-* ``N`` is the *non-embedding* parameter count by default: the token-embedding lookup is not a
-  matrix product, and the output projection is excluded too (Kaplan's convention), which also
-  makes a PRM (whose head scores a few positions) and its base LM cost the same per token.
-  ``--params total`` switches to all parameters (input + output embeddings, tied ones once).
+* ``N`` is the model's *nominal* size by default, the one in its name (3B, 405B; DeepSeek-R1:
+  671B in all), which is what reproduces Liu et al.'s Table 4 exactly (Llama-3.2-3B
+  pre-training ``6 * 3e9 * 9e12 = 1.62e23``, Llama-3.1-405B ``3.65e25``, DeepSeek-R1-Distill-7B
+  ``7.56e23``, DeepSeek-R1 ``6 * 671e9 * 14.8e12 = 5.96e25``). ``--params non_embedding``
+  counts the non-embedding parameters from the config (Kaplan's convention, 6-7 % below
+  nominal for these models: the embedding lookup is no matrix product and the PRM's head reads
+  a few positions), ``total`` every parameter, ``active`` the parameters a token passes
+  through (a mixture of experts: DeepSeek-R1's 37B). A model without a published nominal size
+  (a local directory) counts its total parameters as nominal.
 * policy FLOPs = ``2 * N_policy * (prompt_tokens + completion_tokens)``, PRM FLOPs =
   ``2 * N_prm * scored_tokens``; the attention context term (``2 * layers * ctx * d``) is left
   out, as in the papers.
@@ -17,13 +22,24 @@ grouped KV heads, SwiGLU MLP, RMSNorm; Qwen2 adds q/k/v biases; tied embeddings 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-Convention = Literal["non_embedding", "total"]
+from testtime.model_sizes import (  # noqa: F401  (re-exported)
+    ALIASES,
+    KNOWN_CONFIGS,
+    MOE,
+    NOMINAL,
+    PRETRAIN_TOKENS,
+    SUFFIXES,
+)
+
+Convention = Literal["nominal", "non_embedding", "total", "active"]
+CONVENTIONS: tuple[str, ...] = ("nominal", "non_embedding", "total", "active")
 #: Architectures whose layer layout ``count_parameters`` knows.
 ARCHITECTURES = ("llama", "mistral", "qwen2")
 #: Defaults of ``tie_word_embeddings`` per model_type (transformers' config classes).
@@ -32,13 +48,25 @@ _TIED_DEFAULT = {"llama": False, "mistral": False, "qwen2": False}
 
 @dataclass(frozen=True)
 class ParamCount:
-    """Parameters of a decoder: ``total`` and ``non_embedding`` (no embedding / LM head)."""
+    """Parameters of a model: ``total``, ``non_embedding`` (no embedding / LM head), the
+    published ``nominal`` size (None: unknown) and ``active`` per token (None: dense)."""
 
     total: int
     non_embedding: int
+    nominal: int | None = None
+    active: int | None = None
 
-    def pick(self, convention: Convention = "non_embedding") -> int:
-        return self.non_embedding if convention == "non_embedding" else self.total
+    def pick(self, convention: Convention = "nominal") -> int:
+        if convention == "nominal":
+            return self.nominal if self.nominal is not None else self.total
+        if convention == "active":
+            return self.active if self.active is not None else self.pick("nominal")
+        if convention == "non_embedding":
+            return self.non_embedding
+        if convention == "total":
+            return self.total
+        raise ValueError(f"unknown parameter convention {convention!r}; use one of "
+                         f"{', '.join(CONVENTIONS)}")
 
 
 def _as_dict(config: Mapping[str, Any] | Any) -> dict[str, Any]:
@@ -86,77 +114,27 @@ def count_parameters(config: Mapping[str, Any] | Any) -> ParamCount:
     return ParamCount(total=total, non_embedding=non_embedding)
 
 
-def _cfg(h: int, inter: int, layers: int, heads: int, kv: int, vocab: int, tied: bool,
-         model_type: str, **extra: Any) -> dict[str, Any]:
-    return {"model_type": model_type, "hidden_size": h, "intermediate_size": inter,
-            "num_hidden_layers": layers, "num_attention_heads": heads,
-            "num_key_value_heads": kv, "vocab_size": vocab, "tie_word_embeddings": tied, **extra}
-
-
-_QWEN_SMALL = 151936
-_QWEN_LARGE = 152064
-_LLAMA3 = 128256
-
-#: Published config.json values of the models in Liu et al. 2025 (policies and PRM backbones;
-#: a PRM's head is a few thousand parameters and is left out).
-KNOWN_CONFIGS: dict[str, dict[str, Any]] = {
-    "Qwen2.5-0.5B": _cfg(896, 4864, 24, 14, 2, _QWEN_SMALL, True, "qwen2"),
-    "Qwen2.5-1.5B": _cfg(1536, 8960, 28, 12, 2, _QWEN_SMALL, True, "qwen2"),
-    "Qwen2.5-3B": _cfg(2048, 11008, 36, 16, 2, _QWEN_SMALL, True, "qwen2"),
-    "Qwen2.5-7B": _cfg(3584, 18944, 28, 28, 4, _QWEN_LARGE, False, "qwen2"),
-    "Qwen2.5-14B": _cfg(5120, 13824, 48, 40, 8, _QWEN_LARGE, False, "qwen2"),
-    "Qwen2.5-32B": _cfg(5120, 27648, 64, 40, 8, _QWEN_LARGE, False, "qwen2"),
-    "Qwen2.5-72B": _cfg(8192, 29568, 80, 64, 8, _QWEN_LARGE, False, "qwen2"),
-    "Qwen2.5-Math-1.5B": _cfg(1536, 8960, 28, 12, 2, _QWEN_SMALL, True, "qwen2"),
-    "Qwen2.5-Math-7B": _cfg(3584, 18944, 28, 28, 4, _QWEN_LARGE, False, "qwen2"),
-    "DeepSeek-R1-Distill-Qwen-1.5B": _cfg(1536, 8960, 28, 12, 2, _QWEN_SMALL, False, "qwen2"),
-    "DeepSeek-R1-Distill-Qwen-7B": _cfg(3584, 18944, 28, 28, 4, _QWEN_LARGE, False, "qwen2"),
-    "Llama-3.2-1B": _cfg(2048, 8192, 16, 32, 8, _LLAMA3, True, "llama", head_dim=64),
-    "Llama-3.2-3B": _cfg(3072, 8192, 28, 24, 8, _LLAMA3, True, "llama"),
-    "Llama-3.1-8B": _cfg(4096, 14336, 32, 32, 8, _LLAMA3, False, "llama"),
-    "Llama-3.1-70B": _cfg(8192, 28672, 80, 64, 8, _LLAMA3, False, "llama"),
-    "Llama-3.1-405B": _cfg(16384, 53248, 126, 128, 8, _LLAMA3, False, "llama"),
-    "Mistral-7B": _cfg(4096, 14336, 32, 32, 8, 32000, False, "mistral"),
-    "SmolLM2-135M": _cfg(576, 1536, 30, 9, 3, 49152, True, "llama"),
-}
-#: Other names (PRMs, instruct variants) -> the architecture they share.
-ALIASES: dict[str, str] = {
-    "Skywork-PRM-1.5B": "Qwen2.5-Math-1.5B",
-    "Skywork-o1-Open-PRM-Qwen-2.5-1.5B": "Qwen2.5-Math-1.5B",
-    "Skywork-PRM-7B": "Qwen2.5-Math-7B",
-    "Skywork-o1-Open-PRM-Qwen-2.5-7B": "Qwen2.5-Math-7B",
-    "Qwen2.5-Math-PRM-7B": "Qwen2.5-Math-7B",
-    "Qwen2.5-Math-PRM-72B": "Qwen2.5-72B",
-    "Math-Shepherd": "Mistral-7B",
-    "math-shepherd-mistral-7b-prm": "Mistral-7B",
-    "RLHFlow-PRM-Mistral-8B": "Llama-3.1-8B",
-    "Llama3.1-8B-PRM-Mistral-Data": "Llama-3.1-8B",
-    "RLHFlow-PRM-Deepseek-8B": "Llama-3.1-8B",
-    "Llama3.1-8B-PRM-Deepseek-Data": "Llama-3.1-8B",
-    "Mistral-7B-v0.1": "Mistral-7B",
-    "default": "SmolLM2-135M",
-}
-#: Published pre-training token counts (for 6ND); None where not published.
-PRETRAIN_TOKENS: dict[str, float] = {
-    **{k: 18e12 for k in KNOWN_CONFIGS if k.startswith("Qwen2.5-") and "Math" not in k},
-    "Llama-3.2-1B": 9e12, "Llama-3.2-3B": 9e12,
-    "Llama-3.1-8B": 15e12, "Llama-3.1-70B": 15e12, "Llama-3.1-405B": 15e12,
-    "SmolLM2-135M": 2e12,
-}
-_SUFFIXES = ("-Instruct", "-instruct", "-Chat", "-chat", "-it")
-
-
 def known_name(spec: str) -> str | None:
     """The ``KNOWN_CONFIGS`` key a model spec or Hub id names (``hf:Qwen/Qwen2.5-7B-Instruct``,
     ``skywork:Skywork/Skywork-o1-Open-PRM-Qwen-2.5-1.5B``, ``Qwen2.5-0.5B``), else None."""
     base = spec.split(":", 1)[-1].rstrip("/").split("/")[-1]
     base = base.removesuffix(".gguf").split(".Q")[0]
-    for name in (base, *(base.removesuffix(s) for s in _SUFFIXES)):
+    for name in (base, *(base.removesuffix(s) for s in SUFFIXES)):
         name = ALIASES.get(name, name)
-        for key in KNOWN_CONFIGS:
+        for key in (*KNOWN_CONFIGS, *MOE):
             if key.lower() == name.lower():
                 return key
     return None
+
+
+def known_count(name: str) -> ParamCount:
+    """The ``ParamCount`` of a ``known_name`` (nominal sizes filled in)."""
+    if name in MOE:
+        total, active = (int(x) for x in MOE[name])
+        return ParamCount(total, total, total, active)
+    c = count_parameters(KNOWN_CONFIGS[name])
+    nominal = NOMINAL.get(name)
+    return ParamCount(c.total, c.non_embedding, None if nominal is None else int(nominal))
 
 
 def resolve_params(model: str) -> tuple[str, ParamCount]:
@@ -176,8 +154,8 @@ def resolve_params(model: str) -> tuple[str, ParamCount]:
     name = known_name(model)
     if name is None:
         raise ValueError(f"unknown model {model!r}: give a config.json path or one of "
-                         f"{', '.join([*KNOWN_CONFIGS, *ALIASES])}")
-    return name, count_parameters(KNOWN_CONFIGS[name])
+                         f"{', '.join([*KNOWN_CONFIGS, *MOE, *ALIASES])}")
+    return name, known_count(name)
 
 
 def known_param_count(*specs: str) -> ParamCount | None:
@@ -196,10 +174,11 @@ def known_param_count(*specs: str) -> ParamCount | None:
 def params_of(obj: Any) -> ParamCount | None:
     """Parameters of a loaded policy or scorer, or None when it has no model (fakes, model-free
     scorers). Looks at ``param_count`` (a ``ParamCount`` a fake may carry), then the model
-    config at ``.model.config`` (HF policy), ``.engine.backbone.config`` (PRM scorers)."""
+    config at ``.model.config`` (HF policy), ``.engine.backbone.config`` (PRM scorers); the
+    nominal size comes from the object's ``name`` when it names a known model."""
     given = getattr(obj, "param_count", None)
     if isinstance(given, ParamCount):
-        return given
+        return _with_nominal(given, obj)
     for path in (("model", "config"), ("engine", "backbone", "config"), ("backbone", "config")):
         target = obj
         for attr in path:
@@ -208,10 +187,18 @@ def params_of(obj: Any) -> ParamCount | None:
                 break
         if target is not None:
             try:
-                return count_parameters(target)
+                return _with_nominal(count_parameters(target), obj)
             except (ValueError, TypeError):
                 return None  # an architecture we do not count: FLOPs stay 0 rather than wrong
     return None
+
+
+def _with_nominal(count: ParamCount, obj: Any) -> ParamCount:
+    if count.nominal is not None:
+        return count
+    name = known_name(str(getattr(obj, "name", "") or ""))
+    nominal = NOMINAL.get(name) if name else None
+    return count if nominal is None else dataclasses.replace(count, nominal=int(nominal))
 
 
 @dataclass(frozen=True)
@@ -222,7 +209,7 @@ class FlopCosts:
     prm_params: int = 0
 
     @classmethod
-    def of(cls, policy: Any, scorer: Any, convention: Convention = "non_embedding") -> FlopCosts:
+    def of(cls, policy: Any, scorer: Any, convention: Convention = "nominal") -> FlopCosts:
         p, s = params_of(policy), params_of(scorer)
         return cls(p.pick(convention) if p else 0, s.pick(convention) if s else 0)
 
@@ -238,12 +225,12 @@ class FlopCosts:
         compute.prm_flops = self.prm_flops(compute.scored_tokens)
 
 
-def costs_for_specs(policy: str, prm: str, convention: Convention = "non_embedding") -> FlopCosts:
+def costs_for_specs(policy: str, prm: str, convention: Convention = "nominal") -> FlopCosts:
     """Costs from a run config's ``policy``/``prm`` specs via the known-config table (0 where a
     spec is unknown or a scorer is model-free) -- for records written without FLOPs."""
     def known(spec: str) -> int:
         name = known_name(spec)
-        return count_parameters(KNOWN_CONFIGS[name]).pick(convention) if name else 0
+        return known_count(name).pick(convention) if name else 0
 
     return FlopCosts(known(policy), known(prm) if ":" in prm else 0)
 

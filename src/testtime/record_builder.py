@@ -18,7 +18,7 @@ from testtime.records import (
 )
 from testtime.retry import RetryError, describe
 from testtime.search.base import SearchResult
-from testtime.selection import Scored, budgets, select_all
+from testtime.selection import Scored, prefix_counts, select_all
 from testtime.types import Problem
 
 #: Code points UTF-8 cannot encode: lone surrogates (a server's JSON may hold "\\ud800").
@@ -30,11 +30,14 @@ async def build_record(
 ) -> ProblemRecord:
     """Grade the candidates, group their answers and apply every rule at every budget."""
     texts = [c.text for c in result.candidates]
-    answers, correct, groups = await grade_and_group(texts, problem.answer, grader)
+    answers, correct, groups = await grade_and_group(texts, problem.answer, grader,
+                                                     config.search.answer_grouping)
     scored = [Scored(g, tuple(c.scores), ok)
               for c, g, ok in zip(result.candidates, groups, correct, strict=True)]
-    n = len(result.candidates)
-    choices = select_all(scored, budgets(n, result.independent_prefixes, result.prefix_unit))
+    n = result.budget or len(result.candidates)
+    choices = select_all(scored, prefix_counts(
+        n, [c.origin for c in result.candidates], result.independent_prefixes,
+        result.unit_budget))
     predictions = {
         str(b): {
             rule: PredictionRecord(
@@ -65,9 +68,10 @@ async def build_record(
             for t in result.tree]
     return ProblemRecord(
         id=problem.id, problem=problem.problem, reference=problem.answer, level=problem.level,
-        metadata=problem.metadata, method=config.search.method, n=n, scorer=config.prm,
+        metadata=problem.metadata, method=config.search.method, n=n,
+        paths=len(result.candidates), semantics=config.search.semantics, scorer=config.prm,
         candidates=candidates, predictions=predictions, info=result.info,
-        compute=ComputeRecord(**vars(result.compute)), tree=tree,
+        compute=ComputeRecord(**result.compute.counters()), tree=tree,
     )
 
 
@@ -80,7 +84,8 @@ def error_record(problem: Problem, config: RunConfig, exc: BaseException) -> Pro
     return ProblemRecord(
         id=problem.id, problem=problem.problem, reference=problem.answer,
         level=problem.level, metadata=problem.metadata,
-        method=config.search.method, n=config.search.n, scorer=config.prm, error=error,
+        method=config.search.method, n=config.search.n, scorer=config.prm,
+        semantics=config.search.semantics, error=error,
     )
 
 

@@ -18,7 +18,7 @@ from pydantic import BaseModel, Field
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 class StepRecord(BaseModel):
@@ -56,6 +56,9 @@ class ComputeRecord(BaseModel):
     policy_calls: int = 0
     generations: int = 0
     prompt_tokens: int = 0
+    """Billed: every completion pays its whole prompt."""
+    prefill_tokens: int = 0
+    """What an engine with an ideal prefix cache computes (``search.base.PrefixCache``)."""
     completion_tokens: int = 0
     scored_tokens: int = 0
     scorer_calls: int = 0
@@ -74,7 +77,7 @@ class NodeRecord(BaseModel):
     text: str
     tokens: int
     score: float | None
-    status: Literal["kept", "pruned", "finished", "active", "lookahead"]
+    status: Literal["kept", "pruned", "finished", "active", "lookahead", "dropped"]
 
 
 class ProblemRecord(BaseModel):
@@ -88,12 +91,19 @@ class ProblemRecord(BaseModel):
     metadata: dict[str, Any] = Field(default_factory=dict)
     method: str
     n: int
+    """The budget N (generations: Best-of-N samples, beam-search root samples, DVTS
+    subtrees x M); methods return different numbers of final paths for it."""
+    paths: int = 0
+    """Final paths (candidates) the method returned for budget ``n``."""
+    semantics: str = "paper"
+    """Whose search decisions were reproduced (``paper`` or ``sal``)."""
     scorer: str = ""
     """The step scorer (``--prm``) whose scores the ``prm_*`` rules used: a PRM, or a
     model-free scorer such as ``self-certainty`` (then the rules are not PRM rules at all)."""
     candidates: list[CandidateRecord] = Field(default_factory=list)
     predictions: dict[str, dict[str, PredictionRecord]] = Field(default_factory=dict)
-    """Budget (as a string, JSON keys) -> rule -> prediction."""
+    """Budget (generations, as a string: JSON keys) -> rule -> prediction over the paths that
+    budget has (a prefix of whole independent units, or all of them at ``n``)."""
     compute: ComputeRecord = Field(default_factory=ComputeRecord)
     tree: list[NodeRecord] = Field(default_factory=list)
     info: dict[str, Any] = Field(default_factory=dict)
@@ -134,7 +144,7 @@ class RecordStore:
                     good -= len(line) + 1
                     break
                 raise ValueError(f"{self.path}:{lineno}: not a valid record: {exc}") from exc
-            if rec.schema_version != SCHEMA_VERSION:
+            if rec.schema_version > SCHEMA_VERSION:  # older ones read with defaults
                 raise ValueError(
                     f"{self.path}:{lineno}: record schema {rec.schema_version}, "
                     f"this version reads {SCHEMA_VERSION}"

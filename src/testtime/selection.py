@@ -12,6 +12,7 @@ independent of dict ordering and stable when more candidates are appended.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -23,11 +24,16 @@ def finite(x: float | None) -> float:
     return x if x is not None and math.isfinite(x) else -math.inf
 
 
+#: The score of a path without steps (the paper's code: -1.0, below every probability).
+EMPTY_PATH_SCORE = -1.0
+
+
 def _agg(fn: Callable[[Sequence[float]], float]) -> Callable[[Sequence[float]], float]:
-    """An aggregation that is ``-inf`` for a path with any non-finite step score."""
+    """An aggregation that is ``-inf`` for a path with any non-finite step score and
+    :data:`EMPTY_PATH_SCORE` for a path without steps."""
     def agg(s: Sequence[float]) -> float:
         if not s:
-            return 0.0
+            return EMPTY_PATH_SCORE
         vals = [finite(x) for x in s]
         return -math.inf if -math.inf in vals else fn(vals)
     return agg
@@ -108,7 +114,7 @@ def _vote(cands: Sequence[Scored], weights: Sequence[float]) -> Choice:
 
 def budgets(n: int, independent_prefixes: bool, unit: int = 1) -> list[int]:
     """Budgets one run answers: ``unit`` times every power of two below ``n`` (from prefixes)
-    and ``n``. ``unit`` is the size of the smallest valid prefix (DVTS: one subtree's M)."""
+    and ``n``. ``unit`` is the budget of the smallest valid prefix (DVTS: one subtree's M)."""
     if unit < 1 or n % unit:
         raise ValueError(f"budget {n} is not a positive multiple of the prefix unit {unit}")
     if not independent_prefixes:
@@ -120,8 +126,34 @@ def budgets(n: int, independent_prefixes: bool, unit: int = 1) -> list[int]:
     return [*out, n]
 
 
+def prefix_counts(budget: int, origins: Sequence[int], independent_prefixes: bool,
+                  unit_budget: int = 1) -> dict[int, int]:
+    """Budget -> how many leading candidates answer it.
+
+    Without independent prefixes only ``budget`` is answered, by every candidate. With them,
+    a candidate's ``origin`` is its independent unit (a sample, a subtree) and the units come
+    in order: budget ``u * unit_budget`` is answered by the candidates of the first ``u``
+    units, for ``u`` the powers of two below the number of units, and ``budget`` by all.
+    """
+    if not independent_prefixes:
+        return {budget: len(origins)}
+    units = list(dict.fromkeys(origins))
+    if any(a > b for a, b in itertools.pairwise(origins)):
+        raise ValueError("candidates of independent units must come unit by unit")
+    out = {}
+    for b in budgets(budget, True, unit_budget):
+        u = b // unit_budget
+        out[b] = sum(1 for o in origins if o in set(units[:u])) if u < len(units) \
+            else len(origins)
+    return out
+
+
 def select_all(
-    cands: Sequence[Scored], budget_list: Sequence[int], rules: Sequence[str] = RULES
+    cands: Sequence[Scored], counts: dict[int, int] | Sequence[int],
+    rules: Sequence[str] = RULES,
 ) -> dict[int, dict[str, Choice]]:
-    """Every rule at every budget, using the first ``b`` candidates for budget ``b``."""
-    return {b: {r: select(r, cands[:b]) for r in rules} for b in budget_list}
+    """Every rule at every budget; budget ``b`` uses the first ``counts[b]`` candidates (a
+    plain list of budgets means ``counts[b] = b``)."""
+    if not isinstance(counts, dict):
+        counts = {b: b for b in counts}
+    return {b: {r: select(r, cands[:k]) for r in rules} for b, k in counts.items()}

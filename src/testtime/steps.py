@@ -10,7 +10,8 @@ from testtime.types import STEP_DELIMITER, Completion, Step
 def split_text(text: str, delimiter: str = STEP_DELIMITER) -> list[str]:
     """Split after each delimiter; pieces keep their delimiter and concatenate to ``text``.
 
-    Runs of extra newlines stay attached to the step they follow, so no step is blank.
+    Runs of extra newlines stay attached to the step they follow, and blank pieces join a
+    neighbour, so no step is blank (unless the whole text is).
     """
     out: list[str] = []
     start = 0
@@ -25,10 +26,15 @@ def split_text(text: str, delimiter: str = STEP_DELIMITER) -> list[str]:
         start = end
     if start < len(text):
         out.append(text[start:])
-    if len(out) > 1 and not out[0].strip():  # leading blank lines belong to the first step
-        out[1] = out[0] + out[1]
-        out.pop(0)
-    return out
+    # A blank piece (only whitespace, e.g. " \n\n") is no step: it joins the step before it
+    # (the first joins the next), as the paper's code drops blank pieces of a solution.
+    merged: list[str] = []
+    for piece in out:
+        if merged and (not piece.strip() or not merged[-1].strip()):
+            merged[-1] += piece
+        else:
+            merged.append(piece)
+    return merged
 
 
 def completion_steps(

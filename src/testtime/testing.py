@@ -116,7 +116,6 @@ class ScriptedPolicy(AsyncResource):
                     pieces,
                     prompt_tokens=prompt,
                     stop=req.params.stop,
-                    end_at_boxed_step=req.params.end_at_boxed_step,
                     ended_with_eos=eos,
                     logprobs=[self.logprob] * len(pieces),
                     certainties=[self.certainty] * len(pieces),

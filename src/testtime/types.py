@@ -60,12 +60,6 @@ class SamplingParams:
     """Generation stops right after any of these strings; the string is kept in the text."""
     seed: int | None = None
     """Seed for this request's sampling, for reproducible runs."""
-    end_at_boxed_step: bool = False
-    """Also stop once the step holding the first ``\\boxed`` has ended (the next blank line
-    after it): a full solution ends there, so what follows would be cut from the path anyway.
-    Backends that cannot stop on it (remote servers) still return text that
-    ``build_completion`` cuts there; only the early stop, the saving, is lost."""
-
     def __post_init__(self) -> None:
         if self.n < 1:
             raise ValueError(f"SamplingParams.n must be >= 1, got {self.n}")
@@ -77,17 +71,28 @@ class SamplingParams:
             raise ValueError(f"SamplingParams.max_tokens must be >= 1, got {self.max_tokens}")
 
 
+PrefixRendering = Literal["generation_prompt", "assistant_message"]
+"""How a partial answer joins the chat: after the template's generation prompt
+(``add_generation_prompt=True``, then the prefix verbatim), or as the content of a final
+assistant message rendered by the template with its end-of-turn token removed (what the
+paper's code does; it differs for templates that transform assistant messages, e.g.
+DeepSeek-R1-Distill's, which opens no ``<think>`` there and keeps only what follows a
+``</think>``)."""
+
+
 @dataclass(frozen=True)
 class GenerationRequest:
     """Continue a (possibly empty) partial assistant answer to a chat.
 
-    The backend renders ``messages`` with the model's chat template, opens the assistant turn,
-    appends ``prefix`` verbatim (no end-of-turn token) and samples ``params.n`` continuations.
+    The backend renders ``messages`` with the model's chat template and the partial answer
+    ``prefix`` as ``rendering`` says (no end-of-turn token after it), and samples
+    ``params.n`` continuations.
     """
 
     messages: tuple[ChatMessage, ...]
     prefix: str = ""
     params: SamplingParams = field(default_factory=SamplingParams)
+    rendering: PrefixRendering = "generation_prompt"
 
 
 @dataclass(frozen=True)

@@ -21,13 +21,14 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
-#: (file stem, method, n, beam width, lookahead)
-CASES: tuple[tuple[str, str, int, int, int], ...] = (
-    ("cot", "cot", 1, 4, 0),
-    ("best_of_n", "best_of_n", 8, 4, 0),
-    ("beam_search", "beam_search", 8, 2, 0),
-    ("beam_search_lookahead", "beam_search", 4, 2, 1),
-    ("dvts", "dvts", 8, 4, 0),
+#: (file stem, method, n, beam width, lookahead, semantics)
+CASES: tuple[tuple[str, str, int, int, int, str], ...] = (
+    ("cot", "cot", 1, 4, 0, "paper"),
+    ("best_of_n", "best_of_n", 8, 4, 0, "paper"),
+    ("beam_search", "beam_search", 8, 2, 0, "paper"),
+    ("dvts", "dvts", 8, 4, 0, "paper"),
+    ("beam_search_sal", "beam_search", 8, 2, 0, "sal"),
+    ("dvts_sal_lookahead", "dvts", 8, 4, 1, "sal"),
 )
 PROBLEMS = 6
 #: Fields that vary from run to run (times) and are left out of the comparison.
@@ -69,7 +70,8 @@ def canonical(line: str) -> dict[str, Any]:
     return rec
 
 
-async def run_case(method: str, n: int, width: int, lookahead: int, out: Path) -> None:
+async def run_case(method: str, n: int, width: int, lookahead: int, semantics: str,
+                   out: Path) -> None:
     from testtime.config import DatasetConfig, RunConfig
     from testtime.runner import run
     from testtime.search.base import SamplingConfig, SearchConfig
@@ -79,7 +81,8 @@ async def run_case(method: str, n: int, width: int, lookahead: int, out: Path) -
         dataset=DatasetConfig(name="demo", limit=PROBLEMS),
         policy="scripted", prm="rule",
         search=SearchConfig(method=method, n=n, beam_width=width, max_depth=6,
-                            max_step_tokens=7, max_path_tokens=40, lookahead=lookahead),
+                            max_step_tokens=7, max_path_tokens=40, lookahead=lookahead,
+                            semantics=semantics),  # type: ignore[arg-type]
         sampling=SamplingConfig(temperature=0.7, seed=3),
     )
     await run(cfg, out, policy=ScriptedPolicy(golden_script), scorer=RuleScorer(golden_rule),
@@ -93,9 +96,9 @@ def records(run_dir: Path) -> list[dict[str, Any]]:
 
 def main() -> None:
     sys.path.insert(0, str(HERE.parents[1] / "src"))
-    for stem, method, n, width, lookahead in CASES:
+    for stem, method, n, width, lookahead, semantics in CASES:
         with tempfile.TemporaryDirectory() as tmp:
-            asyncio.run(run_case(method, n, width, lookahead, Path(tmp) / "run"))
+            asyncio.run(run_case(method, n, width, lookahead, semantics, Path(tmp) / "run"))
             recs = records(Path(tmp) / "run")
         (HERE / f"{stem}.jsonl").write_text("".join(json.dumps(r, sort_keys=True) + "\n"
                                                     for r in recs))

@@ -26,7 +26,7 @@ import numpy as np
 from testtime.analysis.optimal import CvPoint
 from testtime.analysis.runs import Key, Outcome, Results, Strategy
 
-Axis = Literal["generations", "policy_tokens", "flops"]
+Axis = Literal["generations", "policy_tokens", "prefill_tokens", "flops"]
 DEFAULT_BOOT = 1000
 CI_LEVEL = 0.95
 
@@ -41,6 +41,8 @@ class Point:
     ci_low: float
     ci_high: float
     problems: int
+    prefill_tokens: float = 0.0
+    """Policy tokens an engine with prefix caching computes (billed: ``policy_tokens``)."""
 
     def x(self, axis: Axis) -> float:
         return float(getattr(self, axis))
@@ -74,7 +76,8 @@ def make_point(budget: int, outcomes: Sequence[Outcome], n_boot: int, seed: int)
     lo, hi = bootstrap_ci(correct, n_boot, seed)
     return Point(budget, sum(o.generations for o in outcomes) / k,
                  sum(o.policy_tokens for o in outcomes) / k,
-                 sum(o.flops for o in outcomes) / k, sum(correct) / k, lo, hi, len(outcomes))
+                 sum(o.flops for o in outcomes) / k, sum(correct) / k, lo, hi, len(outcomes),
+                 sum(o.prefill_tokens for o in outcomes) / k)
 
 
 def strategy_curves(results: Results, key: Key, n_boot: int = DEFAULT_BOOT,

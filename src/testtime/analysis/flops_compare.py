@@ -1,9 +1,12 @@
 """A small model with test-time scaling against a large model with CoT, in FLOPs (Liu et al.
 2025, Table 4).
 
-Per problem: the small side spends ``2 * N_small * (prompt + completion tokens)`` on the
-policy and ``2 * N_prm * scored_tokens`` on the PRM; the large side one greedy CoT,
+Per problem (times ``problems``: Table 4 counts a whole benchmark): the small side spends
+``2 * N_small * (prompt + completion tokens)`` on the policy and, unless ``include_prm`` is off,
+``2 * N_prm * scored_tokens`` on the PRM; the large side one CoT,
 ``2 * N_large * (prompt + completion tokens)``. Optionally both add pre-training ``6 * N * D``.
+``N`` follows the parameter convention (default: nominal sizes, as the paper; a mixture of
+experts such as DeepSeek-R1 is named with its total and active sizes).
 Token counts come from a run directory (mean per problem, scaled to budget ``n`` when the run's
 records hold it as a prefix budget) or from given per-generation averages; without a run the
 PRM is assumed to read every generation (question and solution) once.
@@ -14,7 +17,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from testtime.flops import PRETRAIN_TOKENS, Convention, pretrain_flops, resolve_params
+from testtime.flops import (
+    PRETRAIN_TOKENS,
+    Convention,
+    ParamCount,
+    pretrain_flops,
+    resolve_params,
+)
 
 
 @dataclass(frozen=True)
@@ -71,19 +80,28 @@ def tokens_from_averages(n: int, prompt: float, completion: float,
                     n * (prompt + completion) if scored is None else scored)
 
 
+def _name(name: str, count: ParamCount) -> str:
+    if count.active is not None:  # a mixture of experts: say which size the FLOPs used
+        return f"{name} ({count.total / 1e9:.0f}B total, {count.active / 1e9:.0f}B active)"
+    return name
+
+
 def compare(small: str, n: int, method: str, large: str, tokens: TokenUse, *,
             prm: str | None = None, large_prompt: float, large_completion: float,
-            convention: Convention = "non_embedding", pretrain: bool = False,
+            convention: Convention = "nominal", pretrain: bool = False,
             small_pretrain_tokens: float | None = None,
-            large_pretrain_tokens: float | None = None) -> list[Side]:
-    """The two sides of the comparison (small + TTS first)."""
+            large_pretrain_tokens: float | None = None, include_prm: bool = True,
+            problems: float = 1.0) -> list[Side]:
+    """The two sides of the comparison (small + TTS first), over ``problems`` problems."""
     s_name, s_params = resolve_params(small)
     l_name, l_params = resolve_params(large)
-    prm_params = resolve_params(prm)[1].pick(convention) if prm else 0
+    prm_params = resolve_params(prm)[1].pick(convention) if prm and include_prm else 0
     sp, lp = s_params.pick(convention), l_params.pick(convention)
+    tokens = TokenUse(problems * tokens.prompt, problems * tokens.completion,
+                      problems * tokens.scored)
     small_inf = 2.0 * sp * (tokens.prompt + tokens.completion) + 2.0 * prm_params * tokens.scored
-    large_tok = TokenUse(large_prompt, large_completion, 0.0)
-    large_inf = 2.0 * lp * (large_prompt + large_completion)
+    large_tok = TokenUse(problems * large_prompt, problems * large_completion, 0.0)
+    large_inf = 2.0 * lp * (large_tok.prompt + large_tok.completion)
 
     def pre(name: str, params: int, given: float | None) -> float | None:
         if not pretrain:
@@ -92,8 +110,8 @@ def compare(small: str, n: int, method: str, large: str, tokens: TokenUse, *,
         return None if d is None else pretrain_flops(params, d)
 
     return [
-        Side(f"{s_name} + {method} (N={n})" + (f" + {prm}" if prm else ""), s_name, sp, tokens,
-             small_inf, pre(s_name, sp, small_pretrain_tokens)),
-        Side(f"{l_name} CoT", l_name, lp, large_tok, large_inf,
+        Side(f"{_name(s_name, s_params)} + {method} (N={n})" + (f" + {prm}" if prm else ""),
+             s_name, sp, tokens, small_inf, pre(s_name, sp, small_pretrain_tokens)),
+        Side(f"{_name(l_name, l_params)} CoT", l_name, lp, large_tok, large_inf,
              pre(l_name, lp, large_pretrain_tokens)),
     ]

@@ -54,7 +54,8 @@ def _plot_curves(ka: KeyAnalysis, axis: Axis, path: Path) -> bool:
                         color=line.get_color(), alpha=0.12)
     ax.set_xscale("log", base=2 if axis == "generations" else 10)
     ax.set_xlabel({"generations": "generations per problem (N)", "flops": "FLOPs per problem",
-                   "policy_tokens": "policy tokens per problem"}[axis])
+                   "policy_tokens": "policy tokens per problem (prompts billed per sample)",
+                   "prefill_tokens": "policy tokens per problem (with prefix caching)"}[axis])
     ax.set_ylabel("accuracy")
     ax.set_ylim(-0.02, 1.02)
     ax.set_title(f"{ka.key[0]} + {ka.key[1]}", fontsize=10)
@@ -114,6 +115,8 @@ def _section(ka: KeyAnalysis, i: int, out: Path) -> str:
              f"<p>{len(ka.problems)} problems answered by every strategy.</p>"]
     for name, make in ((f"acc_generations_{i}.png", lambda p: _plot_curves(ka, "generations", p)),
                        (f"acc_flops_{i}.png", lambda p: _plot_curves(ka, "flops", p)),
+                       (f"acc_tokens_{i}.png", lambda p: _plot_curves(ka, "policy_tokens", p)),
+                       (f"acc_prefill_{i}.png", lambda p: _plot_curves(ka, "prefill_tokens", p)),
                        (f"acc_bins_{i}.png", lambda p: _plot_bins(ka, p))):
         if make(out / name):
             parts.append(_img(out / name, name))

@@ -67,10 +67,12 @@ class Outcome:
     generations: float
     """The budget: final paths (the papers' x-axis)."""
     policy_tokens: float
-    """Prompt + completion tokens of the policy."""
+    """Prompt (billed: every sample pays its prompt) + completion tokens of the policy."""
     scored_tokens: float
     flops: float
     """Policy + PRM FLOPs (``testtime.flops``)."""
+    prefill_tokens: float = 0.0
+    """Prompt tokens an engine with prefix caching computes + completion tokens."""
 
 
 @dataclass
@@ -168,11 +170,12 @@ def load_results(paths: list[Path]) -> Results:
                 out = _outcome(rec, budget, costs)
                 for rule in rules:
                     o = Outcome(float(preds[rule].correct), out.generations, out.policy_tokens,
-                                out.scored_tokens, out.flops)
+                                out.scored_tokens, out.flops, out.prefill_tokens)
                     sums[(key, Strategy(cfg.search.method, rule, width), budget, rec.id)].append(o)
                 if ORACLE in preds:
                     o = Outcome(float(preds[ORACLE].correct), out.generations,
-                                out.policy_tokens, out.scored_tokens, out.flops)
+                                out.policy_tokens, out.scored_tokens, out.flops,
+                                out.prefill_tokens)
                     label = Strategy(cfg.search.method, ORACLE, width).method_label
                     oracle[(key, label, budget, rec.id)].append(o)
     for (key, strat, budget, pid), os_ in sums.items():
@@ -194,10 +197,12 @@ def _outcome(rec: ProblemRecord, budget: int, costs: FlopCosts) -> Outcome:
         flops = (costs.policy_flops(c.prompt_tokens, c.completion_tokens)
                  + costs.prm_flops(c.scored_tokens))
     return Outcome(0.0, float(budget), scale * (c.prompt_tokens + c.completion_tokens),
-                   scale * c.scored_tokens, scale * flops)
+                   scale * c.scored_tokens, scale * flops,
+                   scale * (c.prefill_tokens + c.completion_tokens))
 
 
 def _mean(os_: list[Outcome]) -> Outcome:
     k = len(os_)
     return Outcome(*(sum(getattr(o, f) for o in os_) / k for f in
-                     ("correct", "generations", "policy_tokens", "scored_tokens", "flops")))
+                     ("correct", "generations", "policy_tokens", "scored_tokens", "flops",
+                      "prefill_tokens")))

@@ -17,6 +17,7 @@ loaded once and shared by its cells; each (policy, PRM) group is built by
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from collections.abc import Callable
@@ -31,6 +32,7 @@ from testtime.config import RunConfig, config_diff
 from testtime.policy.base import Policy
 from testtime.records import RecordStore, dump_json
 from testtime.scoring.base import StepScorer
+from testtime.search.base import SamplingConfig
 
 if TYPE_CHECKING:
     from testtime.distributed import RayOptions
@@ -60,6 +62,9 @@ class SweepGrid(BaseModel):
     """Methods whose smaller power-of-two budgets are valid prefixes of the largest run."""
     max_path_tokens_by_policy: dict[str, int] = Field(default_factory=dict)
     """Per-policy override of ``base.search.max_path_tokens``."""
+    sampling_by_policy: dict[str, SamplingConfig] = Field(default_factory=dict)
+    """Per-policy sampling (the family's recommended settings); the cell's seed replaces the
+    seed in it."""
 
     @model_validator(mode="after")
     def _check(self) -> SweepGrid:
@@ -110,6 +115,8 @@ def cell_config(grid: SweepGrid, method: str, n: int, policy: str, prm: str,
     d["search"].update(method=method, n=n)
     if policy in grid.max_path_tokens_by_policy:
         d["search"]["max_path_tokens"] = grid.max_path_tokens_by_policy[policy]
+    if policy in grid.sampling_by_policy:
+        d["sampling"] = dataclasses.asdict(grid.sampling_by_policy[policy])
     d["sampling"]["seed"] = seed
     d.update(policy=policy, prm=prm)
     return RunConfig.model_validate(d)

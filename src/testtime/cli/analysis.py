@@ -13,12 +13,11 @@ import typer
 
 from testtime.cli.common import (
     DEFAULT_PATH_TOKENS,
-    EMBEDDED_PATH_TOKENS,
     RAY_LOCAL,
     console,
     fail,
-    is_embedded,
     print_json,
+    sampling_and_path,
     show,
     user_errors,
 )
@@ -51,8 +50,13 @@ def flops(
         help="PRM tokens per problem [default: every generation read once]")] = None,
     large_completion_tokens: Annotated[float | None, typer.Option(
         help="CoT length of the large model [default: the small model's]")] = None,
-    params: Annotated[str, typer.Option(help="non_embedding (Kaplan) or total")]
-    = "non_embedding",
+    params: Annotated[str, typer.Option(
+        help="nominal (the size in the name, as the paper), non_embedding (Kaplan), total or "
+             "active (mixture of experts)")] = "nominal",
+    prm_flops: Annotated[bool, typer.Option(
+        help="Count the PRM's FLOPs on the small side")] = True,
+    problems: Annotated[float, typer.Option(
+        help="Problems the totals cover (Table 4 counts MATH-500: 500)")] = 1.0,
     pretrain: Annotated[bool, typer.Option(help="Add 6ND pre-training FLOPs")] = False,
     small_pretrain_tokens: Annotated[float | None, typer.Option(help="D of the small model")]
     = None,
@@ -62,10 +66,13 @@ def flops(
 ) -> None:
     """Compare a small model with test-time scaling and a large model with CoT in FLOPs."""
     from testtime.analysis.flops_compare import compare, tokens_from_averages, tokens_from_run
+    from testtime.flops import CONVENTIONS
     from testtime.tables import column, table
 
-    if params not in ("non_embedding", "total"):
-        fail(f"--params {params}: must be non_embedding or total")
+    if params not in CONVENTIONS:
+        fail(f"--params {params}: must be one of {', '.join(CONVENTIONS)}")
+    if not problems > 0:
+        fail(f"--problems {problems}: must be > 0")
     with user_errors():
         if run_dir is not None:
             use, per_gen = tokens_from_run(run_dir, n)
@@ -80,13 +87,16 @@ def flops(
                         large_completion=large_completion_tokens or per_gen,
                         convention=params, pretrain=pretrain,  # type: ignore[arg-type]
                         small_pretrain_tokens=small_pretrain_tokens,
-                        large_pretrain_tokens=large_pretrain_tokens)
+                        large_pretrain_tokens=large_pretrain_tokens, include_prm=prm_flops,
+                        problems=problems)
     if as_json:
         print_json([{**vars(s), "tokens": vars(s.tokens), "total_flops": s.total_flops}
                     for s in sides])
         return
-    t = table(f"inference FLOPs per problem ({params.replace('_', '-')} parameters, "
-              "2N per token)")
+    per = "per problem" if problems == 1 else f"over {problems:g} problems"
+    prm_note = "" if prm_flops else ", PRM not counted"
+    t = table(f"inference FLOPs {per} ({params.replace('_', '-')} parameters, 2N per "
+              f"token{prm_note})")
     for col in ("setting", "params", "policy tokens", "PRM tokens", "inference FLOPs",
                 "pre-training FLOPs", "total"):
         column(t, col, numeric=col != "setting")
@@ -115,8 +125,14 @@ def sweep(
     beam_width: Annotated[int, typer.Option(help="M for beam search / DVTS")] = 4,
     max_depth: Annotated[int, typer.Option(help="Most steps per path")] = 40,
     max_path_tokens: Annotated[int | None, typer.Option(
-        help="Token limit per path [default: 256 for the embedded model, else 8192]")] = None,
-    temperature: Annotated[float, typer.Option(help="Sampling temperature")] = 0.8,
+        help="Token limit per path [default: by policy, as `run`]")] = None,
+    temperature: Annotated[float | None, typer.Option(
+        help="Sampling temperature [default: by policy, as `run`]")] = None,
+    top_p: Annotated[float | None, typer.Option(
+        help="Nucleus sampling mass [default: by policy, as `run`]")] = None,
+    semantics: Annotated[str, typer.Option(help="paper or sal (as `run`)")] = "paper",
+    answer_grouping: Annotated[str, typer.Option(help="string or equivalence (as `run`)")]
+    = "string",
     device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:N")] = None,
     dtype: Annotated[str | None, typer.Option(help="auto, float32, bfloat16")] = None,
     concurrency: Annotated[int, typer.Option(help="Problems in flight at once")] = 64,
@@ -133,22 +149,25 @@ def sweep(
     """Run a grid of methods x N x PRMs x policies x seeds, reusing prefix samples, resumable."""
     from testtime.analysis.sweep import SweepGrid, run_sweep
     from testtime.config import DatasetConfig, RunConfig
-    from testtime.search.base import SamplingConfig, SearchConfig
+    from testtime.search.base import SearchConfig
 
     engine = {k: v for k, v in {"device": device, "dtype": dtype}.items() if v is not None}
     with user_errors():
+        per_policy = {p: sampling_and_path(p, None, temperature, top_p, 0, max_path_tokens)
+                      for p in _csv(policies)}
         grid = SweepGrid(
             base=RunConfig(
                 dataset=DatasetConfig(name=dataset, data_dir=data_dir, limit=limit),
                 policy_options=engine, prm_options=engine,
                 search=SearchConfig(beam_width=beam_width, max_depth=max_depth,
-                                    max_path_tokens=max_path_tokens or DEFAULT_PATH_TOKENS),
-                sampling=SamplingConfig(temperature=temperature),
+                                    max_path_tokens=max_path_tokens or DEFAULT_PATH_TOKENS,
+                                    semantics=semantics,  # type: ignore[arg-type]
+                                    answer_grouping=answer_grouping),  # type: ignore[arg-type]
                 max_concurrent_problems=concurrency),
             methods=_csv(methods), ns=_ints(ns, "ns"), prms=_csv(prms),
             policies=_csv(policies), seeds=_ints(seeds, "seeds"),
-            max_path_tokens_by_policy={} if max_path_tokens else
-            {p: EMBEDDED_PATH_TOKENS for p in _csv(policies) if is_embedded(p)},
+            max_path_tokens_by_policy={p: path for p, (_, path) in per_policy.items()},
+            sampling_by_policy={p: sampling for p, (sampling, _) in per_policy.items()},
         )
         ray_options = None
         if ray is not None:

@@ -20,9 +20,8 @@ from rich.console import Console
 console = Console()
 err_console = Console(stderr=True)
 
-#: Path limit for the embedded default: SmolLM2-135M answers in well under 200 tokens and
-#: otherwise rambles; real models get the paper's 8192.
-EMBEDDED_PATH_TOKENS = 256
+from testtime.config import EMBEDDED_PATH_TOKENS, is_embedded, recommended  # noqa: F401
+
 DEFAULT_PATH_TOKENS = 8192
 #: What a bare ``--ray`` stands for (typer options cannot take an optional value, so ``main``
 #: fills it in): a local Ray, or the cluster ``$RAY_ADDRESS`` names.
@@ -33,6 +32,7 @@ FIELD_OPTIONS: dict[str, str] = {
     "search.n": "--n", "search.beam_width": "--beam-width", "search.max_depth": "--max-depth",
     "search.max_step_tokens": "--max-step-tokens", "search.max_path_tokens":
         "--max-path-tokens", "search.lookahead": "--lookahead", "search.method": "--method",
+    "search.semantics": "--semantics", "search.answer_grouping": "--answer-grouping",
     "sampling.temperature": "--temperature", "sampling.top_p": "--top-p",
     "max_concurrent_problems": "--concurrency", "dataset.limit": "--limit",
     "adaptive.budget": "--budget", "adaptive.pilot": "--pilot", "adaptive.scheme": "--scheme",
@@ -40,14 +40,15 @@ FIELD_OPTIONS: dict[str, str] = {
 }
 
 
-def is_embedded(policy: str) -> bool:
-    """Whether a policy spec names the embedded SmolLM2 (``default`` or ``BACKEND:default``)."""
-    return policy == "default" or policy.endswith(":default")
+def sampling_and_path(policy: str, prompt: str | None, temperature: float | None,
+                      top_p: float | None, seed: int, path: int | None) -> tuple[Any, int]:
+    """The run's ``SamplingConfig`` and ``--max-path-tokens``: what was given, else the
+    policy family's recommended values (:func:`testtime.config.recommended`)."""
+    import dataclasses
 
-
-def path_tokens(policy: str, given: int | None) -> int:
-    """``--max-path-tokens``, or its default for the policy."""
-    return given or (EMBEDDED_PATH_TOKENS if is_embedded(policy) else DEFAULT_PATH_TOKENS)
+    rec, rec_path = recommended(policy, prompt)
+    given = {k: v for k, v in (("temperature", temperature), ("top_p", top_p)) if v is not None}
+    return dataclasses.replace(rec, seed=seed, **given), path or rec_path
 
 
 def one_line(text: str) -> str:

@@ -22,13 +22,13 @@ from testtime.cli.common import (
     RAY_LOCAL,
     console,
     fail,
-    path_tokens,
     print_json,
+    sampling_and_path,
     show,
     user_errors,
 )
 from testtime.config import AdaptiveSettings, DatasetConfig, RunConfig
-from testtime.search.base import SamplingConfig, SearchConfig
+from testtime.search.base import SearchConfig
 
 T = TypeVar("T")
 
@@ -43,6 +43,8 @@ def default_out_dir(cfg: RunConfig) -> Path:
     if s.method in ("beam_search", "dvts"):
         name += f"-m{s.beam_width}"
     name += f"-{_slug(cfg.policy)}-{_slug(cfg.prm)}-seed{cfg.sampling.seed}"
+    if s.semantics != "paper":
+        name += f"-{s.semantics}"
     return Path("runs") / name
 
 
@@ -62,11 +64,24 @@ def run(
     max_depth: Annotated[int, typer.Option(help="Most steps per path")] = 40,
     max_step_tokens: Annotated[int, typer.Option(help="Token limit per step")] = 2048,
     max_path_tokens: Annotated[int | None, typer.Option(
-        help=f"Token limit per path [default: {DEFAULT_PATH_TOKENS}; "
-             f"{EMBEDDED_PATH_TOKENS} for the embedded model]")] = None,
-    lookahead: Annotated[int, typer.Option(help="Greedy lookahead steps before scoring")] = 0,
-    temperature: Annotated[float, typer.Option(help="Sampling temperature")] = 0.8,
-    top_p: Annotated[float, typer.Option(help="Nucleus sampling mass")] = 1.0,
+        help=f"Token limit per path [default: {DEFAULT_PATH_TOKENS}; 32768 for "
+             f"DeepSeek-R1-Distill; {EMBEDDED_PATH_TOKENS} for the embedded model]")] = None,
+    lookahead: Annotated[int, typer.Option(
+        help="Greedy roll-out steps scored with each candidate (--semantics sal, DVTS)")] = 0,
+    semantics: Annotated[str, typer.Option(
+        help="Whose search decisions to reproduce: paper (Liu et al.'s code) or sal "
+             "(search-and-learn); see the README's fidelity table")] = "paper",
+    answer_grouping: Annotated[str, typer.Option(
+        help="How votes group answers: string (the paper's normalised answer strings) or "
+             "equivalence (Math-Verify classes)")] = "string",
+    filter_duplicates: Annotated[bool, typer.Option(
+        help="search-and-learn beam search: drop beams whose text repeats another's")]
+    = False,
+    temperature: Annotated[float | None, typer.Option(
+        help="Sampling temperature [default: the paper's 0.7; 0.6 for DeepSeek-R1-Distill]")]
+    = None,
+    top_p: Annotated[float | None, typer.Option(
+        help="Nucleus sampling mass [default: 1.0; 0.95 for DeepSeek-R1-Distill]")] = None,
     seed: Annotated[int, typer.Option(help="Base random seed")] = 0,
     policy: Annotated[str, typer.Option(help="BACKEND:MODEL, e.g. hf:Qwen/Qwen2.5-1.5B-Instruct"
                                              " (default: embedded SmolLM2 on CPU)")] = "default",
@@ -147,6 +162,8 @@ def run(
             from testtime.policy.registry import default_backend
 
             policy = f"{default_backend()}:default"
+        sampling, path = sampling_and_path(policy, prompt, temperature, top_p, seed,
+                                           max_path_tokens)
         cfg = RunConfig(
             dataset=DatasetConfig(name=dataset, data_dir=data_dir, problem_field=problem_field,
                                   answer_field=answer_field, limit=limit,
@@ -155,10 +172,11 @@ def run(
             prm_options={k: v for k, v in engine.items() if k in ("device", "dtype")},
             prompt=prompt,
             search=SearchConfig(method=method, n=n, beam_width=beam_width, max_depth=max_depth,
-                                max_step_tokens=max_step_tokens,
-                                max_path_tokens=path_tokens(policy, max_path_tokens),
-                                lookahead=lookahead),
-            sampling=SamplingConfig(temperature=temperature, top_p=top_p, seed=seed),
+                                max_step_tokens=max_step_tokens, max_path_tokens=path,
+                                lookahead=lookahead, semantics=semantics,  # type: ignore[arg-type]
+                                answer_grouping=answer_grouping,  # type: ignore[arg-type]
+                                filter_duplicates=filter_duplicates),
+            sampling=sampling,
             max_concurrent_problems=concurrency, adaptive=adaptive,
         )
         from testtime.compose import check_config

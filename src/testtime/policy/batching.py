@@ -26,10 +26,10 @@ from testtime.types import Completion, GenerationRequest, SamplingParams
 BatchFn = Callable[[list[tuple[GenerationRequest, int | None]], SamplingParams], list[Completion]]
 
 
-def batch_key(params: SamplingParams) -> tuple[float, float, tuple[str, ...], bool]:
+def batch_key(params: SamplingParams) -> tuple[float, float, tuple[str, ...]]:
     """Requests with equal keys can share one backend call (everything but n, seed and
     max_tokens, which backends apply per row)."""
-    return (params.temperature, params.top_p, params.stop, params.end_at_boxed_step)
+    return (params.temperature, params.top_p, params.stop)
 
 
 def row_limit(request: GenerationRequest, params: SamplingParams) -> int:

@@ -9,32 +9,8 @@ string (kept), and the finish reason says why the sequence ended.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
-from testtime.types import BOXED, STEP_DELIMITER, Completion, FinishReason
-
-#: What ``SamplingParams.end_at_boxed_step`` looks for: the first ``\\boxed`` and the blank line
-#: (step end) after it.
-STEP_END = STEP_DELIMITER
-_BOXED_B, _STEP_END_B = BOXED.encode(), STEP_END.encode()
-
-
-def boxed_step_end(text: str | bytes | bytearray) -> int | None:
-    """End index of the step holding the first ``\\boxed`` (after its blank line), or None
-    while that step is still open. Also takes UTF-8 bytes (a backend's raw row text), so no
-    backend decodes on its hot path to ask."""
-    if isinstance(text, str):
-        return _end_after(text, BOXED, STEP_END)
-    return _end_after(text, _BOXED_B, _STEP_END_B)
-
-
-def _end_after(text: Any, mark: Any, end: Any) -> int | None:
-    """End of the first ``end`` after the first ``mark`` (str or bytes alike), else None."""
-    i = text.find(mark)
-    if i < 0:
-        return None
-    j = text.find(end, i + len(mark))
-    return None if j < 0 else j + len(end)
+from testtime.types import Completion, FinishReason
 
 
 def build_completion(
@@ -45,7 +21,6 @@ def build_completion(
     ended_with_eos: bool,
     logprobs: Sequence[float] = (),
     certainties: Sequence[float] = (),
-    end_at_boxed_step: bool = False,
 ) -> Completion:
     """Cut the token pieces at the first stop string and classify the finish.
 
@@ -56,10 +31,6 @@ def build_completion(
     """
     text = "".join(pieces)
     cut = _first_stop_end(text, stop)
-    if end_at_boxed_step:
-        boxed = boxed_step_end(text)
-        if boxed is not None and (cut is None or boxed < cut):
-            cut = boxed
     if cut is not None:
         # Keep tokens up to and including the one whose text completes the stop string.
         n, pos = 0, 0

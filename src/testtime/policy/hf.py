@@ -17,10 +17,16 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from testtime.policy.batching import RequestBatcher, row_limit
-from testtime.policy.completion import boxed_step_end, build_completion
+from testtime.policy.completion import build_completion
 from testtime.policy.model_files import materialize, resolve
 from testtime.resources import AsyncResource
-from testtime.types import ChatMessage, Completion, GenerationRequest, SamplingParams
+from testtime.types import (
+    ChatMessage,
+    Completion,
+    GenerationRequest,
+    PrefixRendering,
+    SamplingParams,
+)
 
 log = logging.getLogger(__name__)
 
@@ -55,15 +61,35 @@ class HFPolicyConfig:
 TEMPLATE_DATE = "26 Jul 2024"
 
 
-def render_prompt(tokenizer: Any, messages: Sequence[ChatMessage], prefix: str) -> str:
-    """Chat template with an open assistant turn, followed by the partial answer verbatim."""
+def render_prompt(tokenizer: Any, messages: Sequence[ChatMessage], prefix: str,
+                  rendering: PrefixRendering = "generation_prompt") -> str:
+    """The prompt text of a chat and a partial answer (see :data:`PrefixRendering`).
+
+    ``generation_prompt``: the template with an open assistant turn, then ``prefix`` verbatim.
+    ``assistant_message`` (the paper's code, ``text_generation.py``): the template renders
+    ``prefix`` as a final assistant message and its end-of-turn token (and the newline after
+    it) is cut off; whitespace the template trimmed from the end of ``prefix`` is put back (the
+    paper's code re-appends the blank line for Llama 3, whose template trims messages).
+    Templates that render no end-of-turn token fall back to ``generation_prompt``.
+    """
     chat = [{"role": m.role, "content": m.content} for m in messages]
-    if getattr(tokenizer, "chat_template", None):
-        text = tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True,
-                                             date_string=TEMPLATE_DATE)
-    else:  # base models: a plain transcript
+    if not getattr(tokenizer, "chat_template", None):  # base models: a plain transcript
         text = "".join(f"{m['role'].capitalize()}: {m['content']}\n\n" for m in chat)
-        text += "Assistant: "
+        return text + "Assistant: " + prefix
+    if rendering == "assistant_message":
+        eos = getattr(tokenizer, "eos_token", None)
+        text = str(tokenizer.apply_chat_template(
+            [*chat, {"role": "assistant", "content": prefix}], tokenize=False,
+            add_generation_prompt=False, date_string=TEMPLATE_DATE))
+        for end in ((eos + "\n", eos) if eos else ()):
+            if text.endswith(end):
+                text = text[: -len(end)]
+                tail = prefix[len(prefix.rstrip()):]
+                if tail and not text.endswith(tail):
+                    text = text.rstrip() + tail
+                return text
+    text = tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True,
+                                         date_string=TEMPLATE_DATE)
     return str(text) + prefix
 
 
@@ -122,31 +148,6 @@ class _TokenStats:
         return lp, ce
 
 
-def _boxed_step_criteria(tokenizer: Any, prompt_len: int) -> Any:
-    """A transformers stopping criterion: a row is done once the step holding its first
-    ``\\boxed`` has ended (``SamplingParams.end_at_boxed_step``)."""
-    import torch
-    from transformers import StoppingCriteria
-
-    class BoxedStepStop(StoppingCriteria):
-        def __init__(self) -> None:
-            self.done: torch.Tensor | None = None
-
-        def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
-            if self.done is None:
-                self.done = torch.zeros(input_ids.shape[0], dtype=torch.bool,
-                                        device=input_ids.device)
-            rows = (~self.done).nonzero().flatten().tolist()
-            if rows:  # decode only rows still open; a finished row stays finished
-                texts = tokenizer.batch_decode(input_ids[rows, prompt_len:])
-                for row, text in zip(rows, texts, strict=True):
-                    if boxed_step_end(text) is not None:
-                        self.done[row] = True
-            return self.done.clone()
-
-    return BoxedStepStop()
-
-
 class HFPolicy(AsyncResource):
     """Policy backed by a transformers causal LM; batches concurrent requests."""
 
@@ -198,7 +199,8 @@ class HFPolicy(AsyncResource):
         return sorted(ids)
 
     def render(self, request: GenerationRequest) -> str:
-        return render_prompt(self.tokenizer, request.messages, request.prefix)
+        return render_prompt(self.tokenizer, request.messages, request.prefix,
+                             request.rendering)
 
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
@@ -238,11 +240,6 @@ class HFPolicy(AsyncResource):
             kwargs.update(temperature=None, top_p=None, top_k=None)
         if params.stop:
             kwargs.update(stop_strings=list(params.stop), tokenizer=self.tokenizer)
-        if params.end_at_boxed_step:
-            from transformers import StoppingCriteriaList
-
-            kwargs["stopping_criteria"] = StoppingCriteriaList(
-                [_boxed_step_criteria(self.tokenizer, enc["input_ids"].shape[1])])
         with torch.inference_mode():
             out = self.model.generate(**enc, **kwargs)
         new = out[:, enc["input_ids"].shape[1] :]
@@ -259,7 +256,6 @@ class HFPolicy(AsyncResource):
                     token_pieces(self.tokenizer, body),
                     prompt_tokens=int(prompt_lens[i]),
                     stop=params.stop,
-                    end_at_boxed_step=params.end_at_boxed_step,
                     ended_with_eos=end is not None,
                     logprobs=logprobs[i] if logprobs else (),
                     certainties=certainties[i] if certainties else (),

@@ -31,7 +31,6 @@ from typing import Any
 
 import numpy as np
 
-from testtime.policy.completion import boxed_step_end
 from testtime.policy.gguf_support import sample_token, token_stats
 from testtime.types import SamplingParams
 
@@ -140,11 +139,7 @@ class BatchDecoder:
             row.certainties.append(ce)
             start = max(0, len(row.text) - longest)
             row.text += self.piece(tok)
-            if (
-                len(row.ids) >= row.max_tokens
-                or any(s in row.text[start:] for s in stops)
-                or (params.end_at_boxed_step and boxed_step_end(row.text) is not None)
-            ):
+            if len(row.ids) >= row.max_tokens or any(s in row.text[start:] for s in stops):
                 row.done = True
 
         while waiting or running:

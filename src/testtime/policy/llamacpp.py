@@ -198,7 +198,8 @@ class LlamaCppPolicy(AsyncResource):
         return self._batcher.stats
 
     def render(self, request: GenerationRequest) -> str:
-        return render_prompt(self.tokenizer, request.messages, request.prefix)
+        return render_prompt(self.tokenizer, request.messages, request.prefix,
+                             request.rendering)
 
     def tokenize(self, text: str) -> list[int]:
         """llama.cpp token ids of ``text``; special tokens in the text are parsed, no BOS added
@@ -246,7 +247,6 @@ class LlamaCppPolicy(AsyncResource):
                 token_pieces(self.tokenizer, r.ids),
                 prompt_tokens=len(r.prompt),
                 stop=params.stop,
-                end_at_boxed_step=params.end_at_boxed_step,
                 ended_with_eos=r.eos,
                 logprobs=r.logprobs,
                 certainties=r.certainties,

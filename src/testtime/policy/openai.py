@@ -121,7 +121,8 @@ class OpenAIPolicy(AsyncResource):
     # -- protocol ------------------------------------------------------------------------------
 
     def render(self, request: GenerationRequest) -> str:
-        text = render_prompt(self.tokenizer, request.messages, request.prefix)
+        text = render_prompt(self.tokenizer, request.messages, request.prefix,
+                             request.rendering)
         if self._strip_bos and text.startswith(self._strip_bos):
             text = text[len(self._strip_bos) :]
         return text
@@ -193,7 +194,6 @@ class OpenAIPolicy(AsyncResource):
             pieces,
             prompt_tokens=n_prompt,
             stop=params.stop,
-            end_at_boxed_step=params.end_at_boxed_step,
             ended_with_eos=finish == "stop" and not has_stop,
             logprobs=logprobs,
         )

@@ -118,7 +118,8 @@ class VLLMPolicy(AsyncResource):
         return asyncio.run_coroutine_threadsafe(coro, self._loop)
 
     def render(self, request: GenerationRequest) -> str:
-        return render_prompt(self.tokenizer, request.messages, request.prefix)
+        return render_prompt(self.tokenizer, request.messages, request.prefix,
+                             request.rendering)
 
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
@@ -174,7 +175,6 @@ class VLLMPolicy(AsyncResource):
                 token_pieces(self.tokenizer, body),
                 prompt_tokens=n_prompt,
                 stop=params.stop,
-                end_at_boxed_step=params.end_at_boxed_step,
                 ended_with_eos=eos,
                 logprobs=logprobs,
             ))

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from testtime.policy.base import Policy
 from testtime.prompts.base import PromptTemplate
 from testtime.scoring.base import StepScorer
+from testtime.search.compute import Compute, PrefixCache  # noqa: F401  (re-exported)
 from testtime.steps import completion_steps
 from testtime.types import (
     ChatMessage,
@@ -29,8 +30,17 @@ from testtime.types import (
 if TYPE_CHECKING:
     from testtime.grading import Grader
 
-NodeStatus = Literal["kept", "pruned", "finished", "active", "lookahead"]
-"""``lookahead``: a greedy roll-out step used only to score its parent, never part of a path."""
+NodeStatus = Literal["kept", "pruned", "finished", "active", "lookahead", "dropped"]
+"""``lookahead``: a greedy roll-out step used only to score its parent, never part of a path;
+``dropped``: a sampled step the search discarded unscored (cut by the token limit, or a
+duplicate of a sibling, as the paper's code does)."""
+Semantics = Literal["paper", "sal"]
+"""Whose search decisions to reproduce: ``paper`` (Liu et al. 2025's code,
+``RyanLiu112/compute-optimal-tts``) or ``sal`` (``huggingface/search-and-learn``)."""
+AnswerGrouping = Literal["string", "equivalence"]
+"""How votes group answers: ``string`` (the paper's code: the normalised answer string, and a
+path without an answer votes for the empty answer) or ``equivalence`` (Math-Verify classes;
+paths without an answer abstain)."""
 
 
 @dataclass(frozen=True)
@@ -40,17 +50,26 @@ class SearchConfig:
     method: str = "best_of_n"
     """Registered search method name (``cot``, ``best_of_n``, ``beam_search``, ``dvts``)."""
     n: int = 4
-    """Budget: number of final paths (generations) every method returns."""
+    """Budget N: generations (Best-of-N samples; samples at a beam search's root; DVTS
+    subtrees x M). Methods differ in how many final paths they return for it."""
     beam_width: int = 4
     """M for beam search and DVTS; ``n`` must be divisible by it."""
     max_depth: int = 40
-    """Most steps in a path."""
+    """Most steps in a path (the paper's ``tree_max_depth``; search-and-learn's iterations)."""
     max_step_tokens: int = 2048
-    """Token limit of one step (step-level methods)."""
+    """Token limit of one step (step-level methods; the paper's ``max_new_tokens`` there)."""
     max_path_tokens: int = 8192
-    """Token limit of a whole path."""
+    """Token limit of a whole path (a Best-of-N/CoT sample's ``max_new_tokens``)."""
     lookahead: int = 0
-    """Greedy steps rolled out before scoring a candidate step (Snell et al.)."""
+    """Greedy steps rolled out before scoring a candidate step (search-and-learn's DVTS)."""
+    semantics: Semantics = "paper"
+    """Whose decisions beam search, DVTS, Best-of-N and CoT reproduce (README, "Fidelity to
+    the paper")."""
+    answer_grouping: AnswerGrouping = "string"
+    """How majority and vote rules group answers (:data:`AnswerGrouping`)."""
+    filter_duplicates: bool = False
+    """search-and-learn beam search only: drop active beams whose whole text repeats an
+    earlier one (its recipes turn this on; its default is off)."""
 
     def __post_init__(self) -> None:
         for name in ("n", "beam_width", "max_depth", "max_step_tokens", "max_path_tokens"):
@@ -58,46 +77,37 @@ class SearchConfig:
                 raise ValueError(f"search.{name} must be >= 1, got {getattr(self, name)}")
         if self.lookahead < 0:
             raise ValueError(f"search.lookahead must be >= 0, got {self.lookahead}")
+        if self.semantics not in ("paper", "sal"):
+            raise ValueError(f"search.semantics must be paper or sal, got {self.semantics!r}")
+        if self.answer_grouping not in ("string", "equivalence"):
+            raise ValueError("search.answer_grouping must be string or equivalence, got "
+                             f"{self.answer_grouping!r}")
+        if self.lookahead and not (self.semantics == "sal" and self.method == "dvts"):
+            raise ValueError(
+                "search.lookahead: only search-and-learn's DVTS scores look-ahead roll-outs "
+                "(--semantics sal --method dvts); the paper's code has none, and "
+                "search-and-learn's beam search generates them without using them")
 
 
 @dataclass(frozen=True)
 class SamplingConfig:
     """Sampling settings applied to every policy request of a run."""
 
-    temperature: float = 0.8
-    """Sampling temperature (CoT is always greedy)."""
+    temperature: float = 0.7
+    """Sampling temperature (the paper's 0.7; DeepSeek-R1-Distill 0.6)."""
     top_p: float = 1.0
-    """Nucleus mass."""
+    """Nucleus mass (the paper's 1.0; DeepSeek-R1-Distill 0.95)."""
     seed: int = 0
     """Base seed; each problem and request derives its own from it."""
+    greedy_cot: bool = True
+    """CoT decodes greedily (the paper; DeepSeek-R1-Distill's CoT samples with the settings
+    above, as its authors advise against greedy decoding)."""
 
     def __post_init__(self) -> None:
         if not self.temperature >= 0:
             raise ValueError(f"sampling.temperature must be >= 0, got {self.temperature}")
         if not 0 < self.top_p <= 1:
             raise ValueError(f"sampling.top_p must be in (0, 1], got {self.top_p}")
-
-
-@dataclass
-class Compute:
-    """The same accounting for every method (sums over the whole search)."""
-
-    policy_calls: int = 0
-    """Generation requests sent to the policy (one per prompt, whatever its n)."""
-    generations: int = 0
-    """Sequences sampled (completions returned), lookahead roll-outs included."""
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    scored_tokens: int = 0
-    """Tokens processed by the step scorer (0 for model-free scorers)."""
-    scorer_calls: int = 0
-    nonfinite_scores: int = 0
-    """Step scores the scorer returned as NaN or infinite (they rank lowest; see
-    :func:`testtime.selection.finite`)."""
-
-    def add(self, other: Compute) -> None:
-        for k, v in vars(other).items():
-            setattr(self, k, getattr(self, k) + v)
 
 
 @dataclass
@@ -135,9 +145,15 @@ class SearchResult:
     compute: Compute
     tree: list[TreeNode] = field(default_factory=list)
     independent_prefixes: bool = False
-    """True when any prefix of ``candidates`` is a valid smaller-budget run (Best-of-N, DVTS)."""
+    """True when any prefix of whole units (see ``prefix_unit``) is a valid smaller-budget run
+    (Best-of-N, DVTS)."""
     prefix_unit: int = 1
-    """Prefixes are valid only at multiples of this many candidates (DVTS: the beam width)."""
+    """Candidates per independent unit (a Best-of-N sample: 1; a paper DVTS subtree: 1; a
+    search-and-learn DVTS subtree: M)."""
+    budget: int = 0
+    """The budget N the result was searched with (0: the number of candidates)."""
+    unit_budget: int = 1
+    """Budget of one independent unit (Best-of-N: 1; DVTS: M)."""
     info: dict[str, Any] = field(default_factory=dict)
     """What the method decided, stored in the record's ``info`` (JSON-serialisable)."""
     extra_predictions: dict[str, str] = field(default_factory=dict)
@@ -171,7 +187,7 @@ class SearchContext:
         return self.prompt.messages(problem.problem)
 
     def params(self, *, n: int, max_tokens: int, stop: Sequence[str] = (), seed: int,
-               greedy: bool = False, end_at_boxed_step: bool = False) -> SamplingParams:
+               greedy: bool = False) -> SamplingParams:
         return SamplingParams(
             n=n,
             temperature=0.0 if greedy else self.sampling.temperature,
@@ -179,18 +195,29 @@ class SearchContext:
             max_tokens=max_tokens,
             stop=tuple(stop),
             seed=seed,
-            end_at_boxed_step=end_at_boxed_step,
         )
+
+    def request(self, problem: Problem, prefix: str, params: SamplingParams) -> GenerationRequest:
+        """A request continuing ``prefix``, rendered as the run's semantics does (the paper's
+        code renders the partial answer as an assistant message)."""
+        rendering = "assistant_message" if self.search.semantics == "paper" else \
+            "generation_prompt"
+        return GenerationRequest(self.messages(problem), prefix, params, rendering)
 
     async def generate(
         self, requests: Sequence[GenerationRequest], compute: Compute
     ) -> list[list[Completion]]:
         outs = await self.policy.generate(requests)
         compute.policy_calls += len(requests)
-        for group in outs:
+        for req, group in zip(requests, outs, strict=True):
             compute.generations += len(group)
             compute.prompt_tokens += sum(c.prompt_tokens for c in group)
             compute.completion_tokens += sum(c.completion_tokens for c in group)
+            if group:
+                compute.prefill_tokens += compute.cache.new_tokens(
+                    req.prefix, group[0].prompt_tokens, self.policy.count_tokens)
+            for c in group:
+                compute.cache.generated(req.prefix, c.text)
         return outs
 
     async def score(self, requests: Sequence[ScoreRequest], compute: Compute) -> list[list[float]]:

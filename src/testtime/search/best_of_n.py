@@ -1,8 +1,14 @@
-"""Best-of-N: N independent full samples, every step scored."""
+"""Best-of-N: N independent full samples, every step scored.
+
+As the paper's code (``--method best_of_n``) and search-and-learn's ``best_of_n``: one request
+of N samples with no stop string, each running to EOS or ``max_path_tokens`` (the paper's 8192,
+32768 for DeepSeek-R1-Distill); every sample is kept (truncated, empty and duplicate ones too).
+A sample's steps are its blank-line-separated pieces (blank pieces dropped, as the paper's
+``raw.strip().split("\\n\\n")``); the PRM scores them all, and the answer is the sample's last
+``\\boxed``.
+"""
 
 from __future__ import annotations
-
-import dataclasses
 
 from testtime.search.base import (
     Candidate,
@@ -12,30 +18,7 @@ from testtime.search.base import (
     TreeNode,
     problem_seed,
 )
-from testtime.types import (
-    BOXED,
-    Completion,
-    GenerationRequest,
-    Problem,
-    ScoreRequest,
-    Step,
-)
-
-
-def finish_path(steps: list[Step], max_depth: int) -> list[Step]:
-    """Cut a sampled path after its first step with ``\\boxed`` or at ``max_depth`` steps.
-
-    The tokens of dropped steps were generated and stay in the cost: they are charged to the
-    last kept step, so the tree's token total still equals what the policy reported.
-    """
-    end = next((i + 1 for i, s in enumerate(steps) if BOXED in s.text), len(steps))
-    end = min(end, max_depth)
-    if end >= len(steps):
-        return steps
-    dropped = sum(s.num_tokens for s in steps[end:])
-    kept = steps[:end]
-    kept[-1] = dataclasses.replace(kept[-1], num_tokens=kept[-1].num_tokens + dropped)
-    return kept
+from testtime.types import BOXED, Completion, Problem, ScoreRequest, Step
 
 
 async def sample_paths(
@@ -43,16 +26,10 @@ async def sample_paths(
 ) -> SearchResult:
     """Sample ``n`` complete solutions in one request and score all their steps at once."""
     compute = Compute()
-    params = ctx.params(
-        n=n,
-        max_tokens=ctx.search.max_path_tokens,
-        seed=problem_seed(ctx.sampling.seed, problem.id),
-        greedy=greedy,
-        # the path ends at its \boxed step (finish_path): generating past it is waste
-        end_at_boxed_step=True,
-    )
-    [outs] = await ctx.generate([GenerationRequest(ctx.messages(problem), "", params)], compute)
-    paths = [finish_path(ctx.steps_of(c), ctx.search.max_depth) for c in outs]
+    params = ctx.params(n=n, max_tokens=ctx.search.max_path_tokens,
+                        seed=problem_seed(ctx.sampling.seed, problem.id), greedy=greedy)
+    [outs] = await ctx.generate([ctx.request(problem, "", params)], compute)
+    paths = [ctx.steps_of(c) for c in outs]
     scores = await ctx.score([ScoreRequest(problem.problem, tuple(p)) for p in paths], compute)
     tree: list[TreeNode] = []
     candidates = []
@@ -65,11 +42,11 @@ async def sample_paths(
         if ids:
             tree[ids[-1]].status = "finished"
         candidates.append(Candidate(steps, list(sc), _reason(c, steps), ids, origin=i))
-    return SearchResult(candidates, compute, tree, independent_prefixes=not greedy)
+    return SearchResult(candidates, compute, tree, independent_prefixes=not greedy, budget=n)
 
 
 def _reason(c: Completion, steps: list[Step]) -> str:
-    if steps and BOXED in steps[-1].text:
+    if c.finish_reason == "eos" and steps and BOXED in steps[-1].text:
         return "boxed"
     return c.finish_reason
 
@@ -77,4 +54,3 @@ def _reason(c: Completion, steps: list[Step]) -> str:
 async def best_of_n(problem: Problem, ctx: SearchContext) -> SearchResult:
     """N independent samples; prefixes of the candidates are valid smaller budgets."""
     return await sample_paths(problem, ctx, n=ctx.search.n, greedy=False)
-

@@ -1,4 +1,5 @@
-"""Chain-of-thought: one greedy sample, scored like any other path."""
+"""Chain-of-thought: one sample (greedy, as the paper; DeepSeek-R1-Distill samples), scored
+like any other path; only majority voting (its own answer) applies."""
 
 from __future__ import annotations
 
@@ -8,5 +9,5 @@ from testtime.types import Problem
 
 
 async def cot(problem: Problem, ctx: SearchContext) -> SearchResult:
-    """One greedy sample; the budget is always 1 whatever ``search.n`` says."""
-    return await sample_paths(problem, ctx, n=1, greedy=True)
+    """One sample; the budget is always 1 whatever ``search.n`` says."""
+    return await sample_paths(problem, ctx, n=1, greedy=ctx.sampling.greedy_cot)
