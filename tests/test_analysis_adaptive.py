@@ -16,9 +16,9 @@ from testtime.analysis.analyze import TABLE_FILE, analyze, write_analysis
 from testtime.analysis.difficulty import absolute_binning
 from testtime.analysis.runs import Strategy
 from testtime.config import AdaptiveSettings, DatasetConfig, RunConfig
-from testtime.records import RecordStore
 from testtime.runner import run
 from testtime.search.base import Candidate, Compute, SearchConfig, SearchResult, TreeNode
+from testtime.store import RecordStore
 from testtime.types import Step
 
 BON = Strategy("best_of_n", "majority")

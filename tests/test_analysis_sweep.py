@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 from testtime.analysis.runs import load_results
 from testtime.analysis.sweep import SweepGrid, plan, run_sweep
 from testtime.config import DatasetConfig, RunConfig
-from testtime.records import RecordStore
+from testtime.store import RecordStore
 from testtime.testing import RuleScorer, ScriptedPolicy, keyword_rule
 
 #: correct samples out of every 4, per problem

@@ -22,9 +22,9 @@ from typing import Any
 import pytest
 
 from testtime.config import DatasetConfig, RunConfig
-from testtime.records import RecordStore
 from testtime.runner import RunDirError, run
 from testtime.search.base import SamplingConfig, SearchConfig
+from testtime.store import RecordStore
 from testtime.testing import RuleScorer, ScriptedPolicy, keyword_rule
 
 REPO = Path(__file__).resolve().parents[1]

@@ -24,10 +24,11 @@ from testtime.cli.common import RAY_LOCAL
 from testtime.cli.run import fill_ray_flag
 from testtime.config import DatasetConfig, RunConfig
 from testtime.distributed import ExecutorError, RayExecutor, RayOptions
-from testtime.records import ProblemRecord, RecordStore
+from testtime.records import ProblemRecord
 from testtime.retry import RetryPolicy
 from testtime.runner import run
 from testtime.search.base import SearchConfig
+from testtime.store import RecordStore
 from testtime.testing import RuleScorer, ScriptedPolicy, keyword_rule
 from testtime.types import Completion
 

@@ -25,7 +25,6 @@ import pytest
 
 from testtime.config import DatasetConfig, RunConfig
 from testtime.datasets import MAX_PROBLEM_CHARS, DatasetError
-from testtime.records import RecordStore
 from testtime.retry import (
     PermanentError,
     RetryError,
@@ -36,6 +35,7 @@ from testtime.retry import (
 from testtime.runner import run
 from testtime.scoring.base import ScoreResult
 from testtime.search.base import SearchConfig
+from testtime.store import RecordStore
 from testtime.testing import RuleScorer, ScriptedPolicy
 from testtime.types import Completion, GenerationRequest, ScoreRequest, Step
 

@@ -88,3 +88,29 @@ def test_rows_with_different_max_tokens_in_one_batch(smollm2_policy: HFPolicy) -
         assert a.finish_reason == "length" and a.completion_tokens == 5
         assert b.text.startswith(a.text) and a.token_texts == b.token_texts[:5]
         assert len(a.token_logprobs) == 5
+
+
+def test_a_request_samples_the_same_alone_or_in_a_batch_of_eight(
+    smollm2_policy: HFPolicy
+) -> None:
+    # Each row draws from its own seeded generator, so a problem's samples do not depend on
+    # which problems share its batch (as --resume assumes when --concurrency changes).
+    mine = req("What is 12 + 35?", temperature=0.8, top_p=0.95, max_tokens=24, n=2, seed=11)
+    others = [req(f"What is {i} times {i + 2}?", temperature=0.8, top_p=0.95, max_tokens=24,
+                  seed=100 + i) for i in range(6)]
+    [alone] = asyncio.run(smollm2_policy.generate([mine]))
+    together = asyncio.run(smollm2_policy.generate([*others[:3], mine, *others[3:]]))[3]
+    assert [c.text for c in alone] == [c.text for c in together]
+    for a, t in zip(alone, together, strict=True):
+        assert list(a.token_logprobs) == pytest.approx(list(t.token_logprobs), abs=1e-4)
+    assert alone[0].text != alone[1].text  # the rows of one request draw different samples
+    again = asyncio.run(smollm2_policy.generate([mine]))[0]
+    assert [c.text for c in again] == [c.text for c in alone]
+
+
+def test_a_prompt_past_the_context_is_refused(smollm2_policy: HFPolicy) -> None:
+    from testtime.policy.base import PromptTooLong
+
+    limit = smollm2_policy.model.config.max_position_embeddings
+    with pytest.raises(PromptTooLong, match=f"does not fit the model's context of {limit}"):
+        asyncio.run(smollm2_policy.generate([req("x " * limit, max_tokens=4)]))

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 from testtime.config import DatasetConfig, RunConfig
-from testtime.records import RecordStore
 from testtime.runner import run
 from testtime.scoring.self_certainty import SelfCertaintyScorer
 from testtime.search.base import SearchConfig
+from testtime.store import RecordStore
 
 pytestmark = pytest.mark.slow
 

@@ -10,9 +10,9 @@ import pytest
 
 from testtime.config import DatasetConfig, RunConfig
 from testtime.datasets import DatasetError
-from testtime.records import RecordStore
 from testtime.runner import RunDirError, run
 from testtime.search.base import SearchConfig
+from testtime.store import RecordStore
 from testtime.testing import RuleScorer, ScriptedPolicy, keyword_rule
 
 

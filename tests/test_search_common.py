@@ -13,10 +13,10 @@ import pytest
 
 from testtime.config import DatasetConfig, RunConfig
 from testtime.prompts.base import PromptTemplate
-from testtime.records import RecordStore
 from testtime.runner import run
 from testtime.search import get_method
 from testtime.search.base import SamplingConfig, SearchConfig, SearchContext, SearchResult
+from testtime.store import RecordStore
 from testtime.testing import RuleScorer, Script, ScriptedPolicy, keyword_rule
 from testtime.types import Problem, SamplingParams
 

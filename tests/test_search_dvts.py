@@ -10,10 +10,10 @@ import pytest
 
 from testtime.config import DatasetConfig, RunConfig
 from testtime.prompts.base import PromptTemplate
-from testtime.records import RecordStore
 from testtime.runner import run
 from testtime.search.base import SamplingConfig, SearchConfig, SearchContext, SearchResult
 from testtime.search.dvts import dvts
+from testtime.store import RecordStore
 from testtime.testing import RuleScorer, ScriptedPolicy, keyword_rule, text_scorer, tree_policy
 from testtime.types import Problem, SamplingParams
 

@@ -120,3 +120,35 @@ def test_cli_rejects_a_bad_spec() -> None:
     result = CliRunner().invoke(app, ["serve", "prm", "--prm", "nonsense", "--port", "0"])
     assert result.exit_code == 2
     assert "--prm nonsense: unknown scorer" in " ".join(result.output.split())
+
+
+def test_the_same_run_in_process_and_served_bills_the_same_prm_flops(
+    ckpt: str, tmp_path: Path
+) -> None:
+    import json
+
+    from testtime.config import DatasetConfig, RunConfig
+    from testtime.runner import run
+    from testtime.search.base import SearchConfig
+    from testtime.store import read_records
+    from testtime.testing import ScriptedPolicy
+
+    data = tmp_path / "set.jsonl"
+    data.write_text("".join(json.dumps({"id": f"p{i}", "problem": f"What is {i} + {i}?",
+                                        "answer": str(2 * i)}) + "\n" for i in range(3)))
+    policy = ScriptedPolicy(lambda problem, prefix, i, params:
+                            f"Double it.\n\nStep {i} of the sum.\n\nSo \\boxed{{{i}}}")
+
+    def flops_of(prm: str, name: str) -> dict[str, tuple[float, int]]:
+        cfg = RunConfig(dataset=DatasetConfig(name=str(data)), policy="scripted", prm=prm,
+                        search=SearchConfig(method="beam_search", n=4, beam_width=2,
+                                            max_depth=3))
+        asyncio.run(run(cfg, tmp_path / name, policy=policy, progress=False))
+        return {r.id: (r.compute.prm_flops, r.compute.scored_tokens)
+                for r in read_records(tmp_path / name / "results.jsonl")}
+
+    local = flops_of(f"qwen_prm:{ckpt}", "local")
+    with BackgroundServer(load(ckpt), close_scorer=True) as srv:
+        served = flops_of(srv.url, "served")
+    assert all(f > 0 and t > 0 for f, t in local.values())
+    assert served == local

@@ -58,7 +58,7 @@ _EXPORTS: dict[str, str] = {
     "load_problems": "testtime.datasets:load_problems",
     "DatasetSpec": "testtime.datasets:DatasetSpec",
     "ProblemRecord": "testtime.records:ProblemRecord",
-    "read_records": "testtime.records:read_records",
+    "read_records": "testtime.store:read_records",
     "UserError": "testtime.errors:UserError",
 }
 
@@ -120,12 +120,13 @@ if TYPE_CHECKING:  # what type checkers and IDEs see
     from testtime.errors import UserError
     from testtime.policy.base import Policy
     from testtime.policy.registry import build_policy
-    from testtime.records import ProblemRecord, read_records
+    from testtime.records import ProblemRecord
     from testtime.runner import RunOutcome, run
     from testtime.scoring.base import ScoreResult, StepScorer
     from testtime.scoring.registry import build_scorer
     from testtime.search import METHODS, get_method
     from testtime.search.base import SamplingConfig, SearchConfig, SearchContext, SearchResult
+    from testtime.store import read_records
     from testtime.types import (
         ChatMessage,
         Completion,

@@ -1,22 +1,11 @@
-"""The versioned per-problem record and the crash-safe JSONL store it lives in.
-
-``results.jsonl`` holds one ``ProblemRecord`` per line. Each record is written with a single
-``write`` of one complete line followed by ``fsync``, so a crash leaves at most one torn last
-line; ``RecordStore`` drops it on open and a resumed run recomputes that problem.
-"""
+"""The versioned per-problem record (``ProblemRecord``) of ``results.jsonl``; the store that
+reads and appends it is :mod:`testtime.store`."""
 
 from __future__ import annotations
 
-import json
-import logging
-import os
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
-
-log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 2
 
@@ -105,6 +94,9 @@ class ProblemRecord(BaseModel):
     """Budget (generations, as a string: JSON keys) -> rule -> prediction over the paths that
     budget has (a prefix of whole independent units, or all of them at ``n``)."""
     compute: ComputeRecord = Field(default_factory=ComputeRecord)
+    """What the problem cost, every attempt included (failed ones too)."""
+    failed_compute: ComputeRecord | None = None
+    """The part of ``compute`` spent by attempts that failed (None: none failed)."""
     tree: list[NodeRecord] = Field(default_factory=list)
     info: dict[str, Any] = Field(default_factory=dict)
     """What the search method decided (the adaptive solver: ``info["adaptive"]``)."""
@@ -113,75 +105,3 @@ class ProblemRecord(BaseModel):
     """Times the search was started in the invocation that wrote this record (1: no retry)."""
     error: str | None = None
     """Set when the problem failed; such records count as wrong and are retried on resume."""
-
-
-class RecordStore:
-    """Append-only JSONL of records, keyed by problem id."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.records: dict[str, ProblemRecord] = {}
-        if path.exists():
-            self._load()
-
-    def _load(self) -> None:
-        raw = self.path.read_bytes()
-        lines = raw.split(b"\n")
-        # A complete file ends with "\n", so the last element is empty; anything else there
-        # is a line torn by a crash mid-write.
-        tail = lines.pop()
-        if tail:
-            log.warning("%s: dropping a torn last line (%d bytes)", self.path, len(tail))
-        good = len(raw) - len(tail)
-        for lineno, line in enumerate(lines, 1):
-            if not line.strip():
-                continue
-            try:
-                rec = ProblemRecord.model_validate_json(line)
-            except ValueError as exc:
-                if lineno == len(lines):  # a complete but corrupt last line: also torn
-                    log.warning("%s:%d: dropping an unreadable last line", self.path, lineno)
-                    good -= len(line) + 1
-                    break
-                raise ValueError(f"{self.path}:{lineno}: not a valid record: {exc}") from exc
-            if rec.schema_version > SCHEMA_VERSION:  # older ones read with defaults
-                raise ValueError(
-                    f"{self.path}:{lineno}: record schema {rec.schema_version}, "
-                    f"this version reads {SCHEMA_VERSION}"
-                )
-            # Later lines win: a retried failed problem is appended after its error record.
-            self.records[rec.id] = rec
-        if good != len(raw):
-            with open(self.path, "r+b") as f:
-                f.truncate(good)
-
-    def done_ids(self) -> set[str]:
-        """Problems finished without error."""
-        return {k for k, r in self.records.items() if r.error is None}
-
-    def append(self, record: ProblemRecord) -> None:
-        data = (record.model_dump_json() + "\n").encode()
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            view = memoryview(data)
-            while view:  # os.write may write less than asked for large records
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        self.records[record.id] = record
-
-    def __iter__(self) -> Iterator[ProblemRecord]:
-        return iter(self.records.values())
-
-
-def read_records(path: Path) -> list[ProblemRecord]:
-    """Records of a finished or partial run (latest record per id)."""
-    return list(RecordStore(path))
-
-
-def dump_json(path: Path, data: Any) -> None:
-    """Write JSON atomically (temp file + rename), so readers never see half a file."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
-    os.replace(tmp, path)

@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 
 from testtime.config import RunConfig, config_diff
-from testtime.records import RecordStore, dump_json
+from testtime.store import RecordStore, dump_json
 
 CONFIG_FILE = "config.json"
 RESULTS_FILE = "results.jsonl"

@@ -26,7 +26,7 @@ from testtime.flops import FlopCosts, costs_for_specs
 from testtime.grading import Grader
 from testtime.policy.base import Policy
 from testtime.record_builder import build_record, encodable, error_record
-from testtime.records import ProblemRecord, RecordStore, dump_json
+from testtime.records import ComputeRecord, ProblemRecord
 from testtime.retry import RetryError, RetryPolicy, retry_async
 from testtime.rundir import (  # noqa: F401  (re-exported: the run directory's names)
     CONFIG_FILE,
@@ -38,6 +38,8 @@ from testtime.rundir import (  # noqa: F401  (re-exported: the run directory's n
 from testtime.scoring.base import StepScorer
 from testtime.search import method_summary
 from testtime.search.base import SearchResult
+from testtime.search.compute import ATTEMPTS, Compute, difference
+from testtime.store import RecordStore, RunLock, dump_json
 from testtime.summary import summarize
 from testtime.types import Problem
 
@@ -90,8 +92,18 @@ async def run(
     problems = problems_of(config)  # validate the data before loading any model
     # and the names (specs of engines built here are checked by build_run, before loading)
     check_config(config, policy=False, scorer=False)
+    with RunLock(out_dir):  # one writer per run directory
+        return await _run_locked(config, out_dir, problems, policy=policy, scorer=scorer,
+                                 built=built, resume=resume, overwrite=overwrite,
+                                 progress=progress, retry=retry, executor=executor)
+
+
+async def _run_locked(config: RunConfig, out_dir: Path, problems: list[Problem], *,
+                      policy: Policy | None, scorer: StepScorer | None,
+                      built: BuiltRun | None, resume: bool, overwrite: bool, progress: bool,
+                      retry: RetryPolicy | None, executor: SearchExecutor | None) -> RunOutcome:
     prepare_run_dir(out_dir, config, resume, overwrite, {p.id for p in problems})
-    store = RecordStore(out_dir / RESULTS_FILE)
+    store = RecordStore(out_dir / RESULTS_FILE, writer=True)
     todo = [p for p in problems if p.id not in store.done_ids()]
     start = time.perf_counter()
     batch_stats = None
@@ -163,17 +175,21 @@ async def _run_problems(
         async with sem:
             t0 = time.perf_counter()
             attempts = 1
+            ledger = Compute()  # every attempt's usage (this task's context only)
+            ATTEMPTS.set(ledger)
+            succeeded: Compute | None = None
             try:
                 result, attempts = await retry_async(
                     lambda: search(problem), retry, what=f"problem {problem.id}")
+                succeeded = result.compute
                 record = await build_record(problem, result, config, grader)
             except Exception as exc:  # noqa: BLE001  (recorded; the run goes on, --resume retries)
                 log.error("problem %s failed: %s", problem.id, exc)
                 record = error_record(problem, config, exc)
                 attempts = exc.attempts if isinstance(exc, RetryError) else attempts
+            _account(record, ledger, succeeded, costs)
             record.attempts = attempts
             record.wall_time_s = time.perf_counter() - t0
-            costs.fill(record.compute)
             _append(store, record)
             tokens += record.compute.completion_tokens
             bar.update(task, advance=1, info=f"{tokens} tokens")
@@ -182,6 +198,20 @@ async def _run_problems(
         task = bar.add_task(config.search.method, total=total, completed=total - len(todo),
                             info="")
         await asyncio.gather(*(one(p) for p in todo))
+
+
+def _account(record: ProblemRecord, ledger: Compute, succeeded: Compute | None,
+             costs: FlopCosts) -> None:
+    """``record.compute``: every attempt (the ledger; a remote search that reports only its
+    successful attempt counts that); ``failed_compute``: what failed attempts spent."""
+    total = ledger if ledger.generations or ledger.scorer_calls or succeeded is None \
+        else succeeded
+    failed = difference(total, succeeded) if succeeded is not None else total
+    record.compute = ComputeRecord(**total.counters())
+    costs.fill(record.compute)
+    if any(failed.counters().values()):
+        record.failed_compute = ComputeRecord(**failed.counters())
+        costs.fill(record.failed_compute)
 
 
 def _append(store: RecordStore, record: ProblemRecord) -> None:

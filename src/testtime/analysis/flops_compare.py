@@ -53,7 +53,7 @@ class Side:
 def tokens_from_run(run_dir: Path, n: int) -> tuple[TokenUse, float]:
     """Mean tokens per problem of a run at budget ``n``, and the mean completion tokens per
     generation (for the large model's default answer length)."""
-    from testtime.records import read_records
+    from testtime.store import read_records
 
     recs = [r for r in read_records(run_dir / "results.jsonl") if r.error is None]
     if not recs:

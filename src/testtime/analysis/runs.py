@@ -18,10 +18,12 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from testtime.analysis.comparable import check_comparable
 from testtime.config import RunConfig
 from testtime.flops import FlopCosts, costs_for_specs
-from testtime.records import ProblemRecord, read_records
+from testtime.records import ProblemRecord
 from testtime.selection import ORACLE, RULES
+from testtime.store import read_records, writer_of
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +126,8 @@ def find_run_dirs(paths: list[Path]) -> list[Path]:
             sweep = json.loads((p / SWEEP_FILE).read_text())
             found = [p / c["run_dir"] for c in sweep["cells"]
                      if (p / c["run_dir"] / "config.json").exists()]
+        elif (holder := writer_of(p)) is not None:
+            raise FileNotFoundError(f"{p}: run in progress ({holder}); no config.json yet")
         elif p.is_dir():
             found = sorted(d for d in p.iterdir() if (d / "config.json").exists())
         else:
@@ -142,11 +146,18 @@ def load_results(paths: list[Path]) -> Results:
     sums: dict[tuple[Key, Strategy, int, str], list[Outcome]] = defaultdict(list)
     oracle: dict[tuple[Key, str, int, str], list[Outcome]] = defaultdict(list)
     hits: dict[str, dict[str, list[int]]] = defaultdict(lambda: defaultdict(lambda: [0, 0]))
+    configs: list[tuple[Path, RunConfig]] = []
     for run_dir in find_run_dirs(paths):
         try:
-            cfg = RunConfig.model_validate_json((run_dir / "config.json").read_text())
+            configs.append((run_dir, RunConfig.model_validate_json(
+                (run_dir / "config.json").read_text())))
         except ValueError as exc:
             raise ValueError(f"{run_dir / 'config.json'}: {exc}") from None
+    check_comparable([(str(d), c) for d, c in configs])
+    for run_dir, cfg in configs:
+        if (holder := writer_of(run_dir)) is not None:
+            log.warning("%s: run in progress (%s); reading the records finished so far",
+                        run_dir, holder)
         recs = read_records(run_dir / "results.jsonl")
         ok = [r for r in recs if r.error is None]
         info = RunInfo(run_dir, cfg, len(recs), len(recs) - len(ok))

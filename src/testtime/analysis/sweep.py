@@ -30,9 +30,9 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from testtime.analysis.runs import SWEEP_FILE, WIDTH_METHODS
 from testtime.config import RunConfig, config_diff
 from testtime.policy.base import Policy
-from testtime.records import RecordStore, dump_json
 from testtime.scoring.base import StepScorer
 from testtime.search.base import SamplingConfig
+from testtime.store import RecordStore, dump_json
 
 if TYPE_CHECKING:
     from testtime.distributed import RayOptions

@@ -91,8 +91,10 @@ def user_error_types() -> tuple[type[BaseException], ...]:
 
     from testtime.distributed.driver import ExecutorError
     from testtime.rundir import RunDirError
+    from testtime.store import RunLocked
 
-    return (ValueError, FileNotFoundError, RunDirError, ExecutorError, ValidationError)
+    return (ValueError, FileNotFoundError, RunDirError, ExecutorError, ValidationError,
+            RunLocked)
 
 
 @contextmanager
@@ -107,7 +109,8 @@ def user_errors() -> Iterator[None]:
     except ValidationError as exc:
         fail(validation_message(exc))
     except user_error_types() as exc:
-        fail(option_names(str(exc)))
+        # Messages about saved run configs name their fields as config.json spells them.
+        fail(str(exc) if getattr(exc, "names_config_fields", False) else option_names(str(exc)))
 
 
 def show(*renderables: Any) -> None:

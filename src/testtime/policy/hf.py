@@ -9,15 +9,15 @@ logits in memory.
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from testtime.policy.base import PromptTooLong
 from testtime.policy.batching import RequestBatcher, row_limit
 from testtime.policy.completion import build_completion
+from testtime.policy.hf_logits import RowSampler, TokenStats
 from testtime.policy.model_files import materialize, resolve
 from testtime.resources import AsyncResource
 from testtime.types import (
@@ -118,36 +118,6 @@ def token_pieces(tokenizer: Any, ids: Sequence[int]) -> list[str]:
     return out
 
 
-class _TokenStats:
-    """Logits processor that records sampled-token log-probs and self-certainty per step."""
-
-    def __init__(self, vocab_size: int) -> None:
-        self.log_v = math.log(vocab_size)
-        self.logprobs: list[Any] = []
-        self.certainty: list[Any] = []
-        self._prev: Any = None
-
-    def __call__(self, input_ids: Any, scores: Any) -> Any:
-        import torch
-
-        if self._prev is not None:  # the last column is the token sampled from _prev
-            self.logprobs.append(self._prev.gather(1, input_ids[:, -1:]).squeeze(1))
-        logp = torch.log_softmax(scores.float(), dim=-1)
-        # KL(uniform || p) = -log V - mean_j log p_j, normalised by log V.
-        self.certainty.append((-logp.mean(dim=-1) - self.log_v) / self.log_v)
-        self._prev = logp
-        return scores
-
-    def finish(self, last_tokens: Any) -> tuple[list[list[float]], list[list[float]]]:
-        import torch
-
-        if self._prev is not None:
-            self.logprobs.append(self._prev.gather(1, last_tokens[:, None]).squeeze(1))
-        lp = torch.stack(self.logprobs, 1).tolist() if self.logprobs else []
-        ce = torch.stack(self.certainty, 1).tolist() if self.certainty else []
-        return lp, ce
-
-
 class HFPolicy(AsyncResource):
     """Policy backed by a transformers causal LM; batches concurrent requests."""
 
@@ -211,6 +181,14 @@ class HFPolicy(AsyncResource):
     async def aclose(self) -> None:
         self.model = None
 
+    def _check_context(self, prompt_lens: Sequence[int]) -> None:
+        """A prompt longer than the model's context is refused, not silently cut."""
+        limit = getattr(self.model.config, "max_position_embeddings", None)
+        longest = max(prompt_lens, default=0)
+        if isinstance(limit, int) and longest >= limit:
+            raise PromptTooLong(f"{self.name}: a prompt of {longest} tokens does not fit the "
+                                f"model's context of {limit} tokens")
+
     def _generate_rows(
         self, rows: list[tuple[GenerationRequest, int | None]], params: SamplingParams
     ) -> list[Completion]:
@@ -221,23 +199,20 @@ class HFPolicy(AsyncResource):
         enc = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
         enc = {k: v.to(self.device) for k, v in enc.items()}
         prompt_lens = enc["attention_mask"].sum(1).tolist()
-        seeds = [s for _, s in rows if s is not None]
-        if seeds:  # one generator per batch: reproducible for the same batching
-            digest = hashlib.sha256(repr(seeds).encode()).digest()
-            torch.manual_seed(int.from_bytes(digest[:8], "little") >> 1)
-        stats = _TokenStats(self.model.config.vocab_size)
-        greedy = params.temperature == 0
+        self._check_context(prompt_lens)
+        stats = TokenStats(self.model.config.vocab_size)
+        processors: list[Any] = [stats]  # raw logits first: statistics of the T=1 distribution
+        if params.temperature > 0:  # each row sampled with its own seed (see RowSampler)
+            processors.append(RowSampler([s for _, s in rows], params.temperature,
+                                          params.top_p, self.device))
         kwargs: dict[str, Any] = {
             "max_new_tokens": params.max_tokens,
-            "do_sample": not greedy,
-            "logits_processor": [stats],
+            "do_sample": False,
+            "logits_processor": processors,
             "pad_token_id": self.tokenizer.pad_token_id,
             "eos_token_id": self.eos_ids,
+            "temperature": None, "top_p": None, "top_k": None,
         }
-        if not greedy:
-            kwargs.update(temperature=params.temperature, top_p=params.top_p, top_k=0)
-        else:
-            kwargs.update(temperature=None, top_p=None, top_k=None)
         if params.stop:
             kwargs.update(stop_strings=list(params.stop), tokenizer=self.tokenizer)
         with torch.inference_mode():

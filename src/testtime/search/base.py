@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from testtime.policy.base import Policy
 from testtime.prompts.base import PromptTemplate
 from testtime.scoring.base import StepScorer
-from testtime.search.compute import Compute, PrefixCache  # noqa: F401  (re-exported)
+from testtime.search.compute import Compute, PrefixCache, spent  # noqa: F401  (re-exported)
 from testtime.steps import completion_steps
 from testtime.types import (
     ChatMessage,
@@ -208,16 +208,17 @@ class SearchContext:
         self, requests: Sequence[GenerationRequest], compute: Compute
     ) -> list[list[Completion]]:
         outs = await self.policy.generate(requests)
-        compute.policy_calls += len(requests)
+        delta = Compute(policy_calls=len(requests))
         for req, group in zip(requests, outs, strict=True):
-            compute.generations += len(group)
-            compute.prompt_tokens += sum(c.prompt_tokens for c in group)
-            compute.completion_tokens += sum(c.completion_tokens for c in group)
+            delta.generations += len(group)
+            delta.prompt_tokens += sum(c.prompt_tokens for c in group)
+            delta.completion_tokens += sum(c.completion_tokens for c in group)
             if group:
-                compute.prefill_tokens += compute.cache.new_tokens(
+                delta.prefill_tokens += compute.cache.new_tokens(
                     req.prefix, group[0].prompt_tokens, self.policy.count_tokens)
             for c in group:
                 compute.cache.generated(req.prefix, c.text)
+        spent(delta, compute)
         return outs
 
     async def score(self, requests: Sequence[ScoreRequest], compute: Compute) -> list[list[float]]:
@@ -230,13 +231,13 @@ class SearchContext:
         if not requests:
             return []
         result = (await self.scorer.score(requests)).check(requests, self.scorer.name)
-        compute.scorer_calls += len(requests)
-        compute.scored_tokens += result.scored_tokens
+        delta = Compute(scorer_calls=len(requests), scored_tokens=result.scored_tokens)
         out = []
         for row in result.scores:
             clean = [float(x) if math.isfinite(x) else math.nan for x in row]
-            compute.nonfinite_scores += sum(math.isnan(x) for x in clean)
+            delta.nonfinite_scores += sum(math.isnan(x) for x in clean)
             out.append(clean)
+        spent(delta, compute)
         return out
 
     def steps_of(self, completion: Completion) -> list[Step]:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 
 
@@ -70,3 +71,25 @@ class PrefixCache:
     def generated(self, prefix: str, text: str) -> None:
         """A sequence was generated after ``prefix``: its KV entries are held too."""
         self.texts.add(prefix + text)
+
+
+#: Every attempt's usage, failed ones included: the runner sets a fresh ``Compute`` here for
+#: each problem's task, and ``SearchContext`` adds each call's usage to it as well as to the
+#: attempt's own ``Compute`` (which a failing attempt takes with it).
+ATTEMPTS: ContextVar[Compute | None] = ContextVar("testtime_attempts", default=None)
+
+
+def spent(delta: Compute, compute: Compute) -> None:
+    """Add one call's usage to the attempt's ``compute`` and to the problem's ledger."""
+    compute.add(delta)
+    ledger = ATTEMPTS.get()
+    if ledger is not None and ledger is not compute:
+        ledger.add(delta)
+
+
+def difference(total: Compute, part: Compute) -> Compute:
+    """``total - part``, counter by counter."""
+    out = Compute()
+    for k, v in total.counters().items():
+        setattr(out, k, v - getattr(part, k))
+    return out
