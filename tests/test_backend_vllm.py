@@ -1,6 +1,7 @@
 """The vLLM backend against a fake ``vllm`` module that records and checks every call.
 
-vLLM needs a GPU, so (as lighteval does) a stand-in module goes into ``sys.modules``: its
+tests/test_vllm_real.py runs the backend on real vLLM (its CPU build); this fake is fast, runs
+everywhere and pins the GPU-side settings. A stand-in module goes into ``sys.modules``: its
 ``AsyncEngineArgs`` and ``SamplingParams`` accept only the real keyword names, and its engine
 generates scripted continuations with vLLM's output conventions (stop strings cut after the
 match when ``include_stop_str_in_output``, the EOS token kept in ``token_ids``, per-token
@@ -36,7 +37,8 @@ SCRIPTS = (
 #: keyword names of the real classes (vLLM 0.11+), so a typo in the backend fails here.
 ENGINE_ARGS = {"model", "tokenizer", "tensor_parallel_size", "gpu_memory_utilization", "dtype",
                "max_model_len", "max_num_seqs", "enable_prefix_caching", "seed",
-               "trust_remote_code", "enforce_eager", "quantization"}
+               "trust_remote_code", "enforce_eager", "quantization", "disable_log_stats",
+               "block_size"}
 SAMPLING_ARGS = {"n", "temperature", "top_p", "top_k", "max_tokens", "stop",
                  "include_stop_str_in_output", "seed", "logprobs", "skip_special_tokens",
                  "output_kind", "stop_token_ids"}
@@ -170,6 +172,10 @@ def fake_vllm(monkeypatch: pytest.MonkeyPatch, tokenizer: Any) -> types.SimpleNa
             engines.append(engine)
             return engine
 
+    platform = types.SimpleNamespace(cpu=False)
+    platform.is_cpu = lambda: platform.cpu  # type: ignore[attr-defined]
+    platforms_mod = types.ModuleType("vllm.platforms")
+    platforms_mod.current_platform = platform  # type: ignore[attr-defined]
     mod = types.ModuleType("vllm")
     mod.AsyncEngineArgs = FakeEngineArgs  # type: ignore[attr-defined]
     mod.AsyncLLMEngine = AsyncLLMEngine  # type: ignore[attr-defined]
@@ -180,7 +186,8 @@ def fake_vllm(monkeypatch: pytest.MonkeyPatch, tokenizer: Any) -> types.SimpleNa
     mod.sampling_params = sp_mod  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "vllm", mod)
     monkeypatch.setitem(sys.modules, "vllm.sampling_params", sp_mod)
-    return types.SimpleNamespace(engines=engines)
+    monkeypatch.setitem(sys.modules, "vllm.platforms", platforms_mod)
+    return types.SimpleNamespace(engines=engines, platform=platform)
 
 
 MESSAGES = (ChatMessage("system", "Be brief."), ChatMessage("user", "What is 2 + 3?"))
@@ -199,6 +206,7 @@ def test_engine_args_and_one_shared_engine(fake_vllm: Any, tokenizer: Any) -> No
     assert args["tensor_parallel_size"] == 2 and args["gpu_memory_utilization"] == 0.45
     assert args["enable_prefix_caching"] is True and args["max_model_len"] == 4096
     assert args["seed"] == 7 and args["max_num_seqs"] == 256
+    assert "enforce_eager" not in args and "block_size" not in args  # GPU: vLLM's defaults
     # Many tasks in two separate event loops all reach the one engine.
     req = GenerationRequest(MESSAGES, "", SamplingParams(n=2, temperature=0.8, seed=1))
 
@@ -211,6 +219,24 @@ def test_engine_args_and_one_shared_engine(fake_vllm: Any, tokenizer: Any) -> No
     assert len({rid for _, _, rid in fake_vllm.engines[0].calls}) == 6  # unique request ids
     asyncio.run(policy.aclose())
     assert fake_vllm.engines[0].shut_down and not policy._thread.is_alive()
+
+
+def test_cpu_build_defaults(fake_vllm: Any, tokenizer: Any,
+                            monkeypatch: pytest.MonkeyPatch) -> None:
+    # vLLM's CPU build: eager (its torch.compile takes minutes and never reloads from cache),
+    # 32-token KV blocks (it picks 128, so short prompts never hit the prefix cache), and a
+    # KV cache of cpu_kv_cache_gib instead of 90 % of RAM. Explicit settings win.
+    fake_vllm.platform.cpu = True
+    monkeypatch.delenv("VLLM_CPU_KVCACHE_SPACE", raising=False)
+    make_policy(tokenizer, cpu_kv_cache_gib=1.5)
+    args = fake_vllm.engines[-1].args.kwargs
+    assert (args["enforce_eager"], args["block_size"]) == (True, 32)
+    import os
+
+    assert os.environ["VLLM_CPU_KVCACHE_SPACE"] == "1.5"
+    make_policy(tokenizer, engine_kwargs={"block_size": 64, "enforce_eager": False})
+    args = fake_vllm.engines[-1].args.kwargs
+    assert (args["enforce_eager"], args["block_size"]) == (False, 64)
 
 
 def test_sampling_params_prompt_ids_and_stop_kept(fake_vllm: Any, tokenizer: Any) -> None:

@@ -342,43 +342,47 @@ def _spread_(module: nn.Module, seed: int) -> None:
                 p.copy_(torch.randn(p.shape, generator=gen) * 0.3)
 
 
-def _small(config_cls: type, vocab: int, **extra: object) -> object:
+#: Shapes vLLM's CPU attention accepts (head_dim 32; it refuses 8 and 16), for the PRMs that
+#: tests/test_vllm_real_pooling.py serves with real vLLM.
+VLLM_SHAPES = {"hidden_size": 64, "num_attention_heads": 2, "head_dim": 32}
+
+
+def _small(config_cls: type, vocab: int, vllm: bool = False, **extra: object) -> object:
+    shapes = VLLM_SHAPES if vllm else {"hidden_size": 32, "num_attention_heads": 4, "head_dim": 8}
     return config_cls(
         vocab_size=vocab,
-        hidden_size=32,
         intermediate_size=64,
         num_hidden_layers=2,
-        num_attention_heads=4,
         num_key_value_heads=2,
-        head_dim=8,
+        **shapes,
         max_position_embeddings=1024,
         tie_word_embeddings=False,
         **extra,
     )
 
 
-def build_math_shepherd(path: Path) -> Path:
+def build_math_shepherd(path: Path, vllm: bool = False) -> Path:
     tok = mistral_tokenizer()
-    model = MistralForCausalLM(_small(MistralConfig, len(tok), sliding_window=None))
+    model = MistralForCausalLM(_small(MistralConfig, len(tok), vllm, sliding_window=None))
     _spread_(model, 1)
     model.save_pretrained(path)
     tok.save_pretrained(path)
     return path
 
 
-def build_rlhflow(path: Path) -> Path:
+def build_rlhflow(path: Path, vllm: bool = False) -> Path:
     tok = llama3_tokenizer()
-    model = LlamaForCausalLM(_small(LlamaConfig, len(tok)))
+    model = LlamaForCausalLM(_small(LlamaConfig, len(tok), vllm))
     _spread_(model, 2)
     model.save_pretrained(path)
     tok.save_pretrained(path)
     return path
 
 
-def build_skywork(path: Path) -> Path:
+def build_skywork(path: Path, vllm: bool = False) -> Path:
     """Like the real checkpoint: one ``pytorch_model.bin`` with model.*, lm_head and v_head.*."""
     tok = qwen_tokenizer([], bos_token="<|im_start|>")
-    config = _small(Qwen2Config, len(tok))
+    config = _small(Qwen2Config, len(tok), vllm)
     model = Qwen2ForCausalLM(config)
     _spread_(model, 3)
     state = dict(model.state_dict())
@@ -393,13 +397,14 @@ def build_skywork(path: Path) -> Path:
     return path
 
 
-def build_qwen_prm(path: Path) -> Path:
+def build_qwen_prm(path: Path, vllm: bool = False) -> Path:
     """Like the real checkpoint: sharded safetensors with model.* and score.0/score.2."""
     tok = qwen_tokenizer(["<extra_0>"], bos_token=None)
-    config = _small(Qwen2Config, len(tok))
+    config = _small(Qwen2Config, len(tok), vllm)
     backbone = Qwen2Model(config)
     _spread_(backbone, 4)
-    head = nn.Sequential(nn.Linear(32, 32), nn.ReLU(), nn.Linear(32, 2))
+    h = config.hidden_size
+    head = nn.Sequential(nn.Linear(h, h), nn.ReLU(), nn.Linear(h, 2))
     _spread_(head, 40)
     tensors = {f"model.{k}": v.contiguous() for k, v in backbone.state_dict().items()}
     tensors.update({f"score.{k}": v.contiguous() for k, v in head.state_dict().items()})

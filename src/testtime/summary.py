@@ -41,6 +41,7 @@ def summarize(
     wall_time_s: float,
     computed: int,
     batch_stats: Any = None,
+    engine_stats: dict[str, float] | None = None,
 ) -> dict[str, Any]:
     """Accuracy per budget and rule (failed problems count as wrong), per level, and totals."""
     ok = [r for r in records if r.error is None]
@@ -87,6 +88,8 @@ def summarize(
     if stats is not None and stats.calls:
         out["policy_batches"] = {"calls": stats.calls, "mean_rows": round(stats.mean_rows, 2),
                                  "max_rows": stats.max_rows}
+    if engine_stats:
+        out["policy_engine"] = engine_stats  # e.g. vLLM's prefix-cache hit rate
     return out
 
 

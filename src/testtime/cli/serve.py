@@ -95,3 +95,36 @@ def prm(
         print(f"serving {scorer.name} on {url}", flush=True)
 
     run_server(scorer, config, on_ready=ready, sock=sock)
+
+
+@serve_app.command("vllm-prm")
+def vllm_prm(
+    prm: Annotated[str, typer.Option(help="FAMILY:MODEL (qwen_prm, math_shepherd, rlhflow, "
+                                          "skywork), MODEL a Hub id or directory")],
+    host: Annotated[str, typer.Option(help="Interface vLLM binds")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port vLLM listens on")] = 8000,
+    export: Annotated[str | None, typer.Option(
+        help="skywork only: write the checkpoint vLLM can load (v_head -> score) here")] = None,
+) -> None:
+    """Print the `vllm serve` command that serves a PRM through vLLM's pooling API, and the
+    --prm spec that scores with it."""
+    from testtime.scoring.prm.checkpoint import load_tokenizer
+    from testtime.scoring.service.vllm_pooling import pooling_families
+    from testtime.scoring.service.vllm_recipes import export_skywork, serve_command
+
+    with user_errors():
+        family, sep, model = prm.partition(":")
+        families = pooling_families()
+        if not sep or family not in families:
+            fail(f"--prm {prm}: expected FAMILY:MODEL with FAMILY in {sorted(families)}")
+        if family == "skywork":
+            if export is None:
+                fail("--prm skywork:...: vLLM cannot load Skywork's v_head; add --export DIR "
+                     "to write a checkpoint it can serve")
+            model = str(export_skywork(model, export))
+            err_console.print(f"wrote {model}")
+        elif export is not None:
+            fail(f"--export applies to skywork only, not {family}")
+        encoder = families[family].make_encoder(load_tokenizer(model))
+        print(serve_command(family, model, encoder, host=host, port=port))
+        print(f"# then: testtime run --prm vllm-pooling:{family}:{model}@http://{host}:{port}")

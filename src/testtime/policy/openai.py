@@ -2,8 +2,9 @@
 
 Prompts are rendered client-side with the model's HF chat template (``render_prompt``, as on
 the in-process backends) and sent raw to ``/v1/completions``, so partial solutions continue
-exactly where they stop. Each sampled row is one HTTP request (``n=1`` with the row's seed), so
-results do not depend on how requests are grouped; servers batch concurrent requests
+exactly where they stop. Each sampled row is one HTTP request (``n=1``, row ``i`` seeded
+``seed + i`` like vLLM's children of an ``n``-row request), so results do not depend on how
+requests are grouped; servers batch concurrent requests
 themselves, and their prefix caches make the shared prompt of a request's rows cheap.
 
 Robustness: a bounded number of requests is in flight per server; requests go to the server
@@ -28,7 +29,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from testtime.policy.batching import row_seed
 from testtime.policy.completion import build_completion
 from testtime.policy.hf import render_prompt, token_pieces
 from testtime.policy.openai_http import (  # noqa: F401  (re-exported for callers)
@@ -135,7 +135,10 @@ class OpenAIPolicy(AsyncResource):
         for r in requests:
             prompt = self.render(r)
             n_prompt = self.count_tokens(prompt) + (1 if self._strip_bos else 0)
-            jobs.append([self._complete(prompt, n_prompt, r.params, row_seed(r.params.seed, i))
+            # Row i is seeded seed + i, as vLLM seeds the n children of one request: against
+            # `vllm serve`, openai: samples exactly what vllm: samples in process.
+            jobs.append([self._complete(prompt, n_prompt, r.params,
+                                        None if r.params.seed is None else r.params.seed + i)
                          for i in range(r.params.n)])
         flat = await asyncio.gather(*(j for group in jobs for j in group))
         out, pos = [], 0

@@ -127,7 +127,15 @@ def _openai(model: str, options: dict[str, Any]) -> Policy:
 def _vllm(model: str, options: dict[str, Any]) -> Policy:
     from testtime.policy.vllm import VLLMPolicy, VLLMPolicyConfig
 
-    return VLLMPolicy(config_from_options(VLLMPolicyConfig, "vllm", {"model": model}, options))
+    base: dict[str, Any] = {"model": model}
+    if model == "default" or model.endswith(".gguf"):
+        # vLLM cannot read the GGUF: it runs the safetensors copy (fp32, as the hf backend).
+        from testtime.policy.model_files import materialize, resolve
+
+        base = {"model": materialize(resolve(model)).path, "name": f"vllm:{model}"}
+        if model == "default":
+            base["dtype"] = "float32"
+    return VLLMPolicy(config_from_options(VLLMPolicyConfig, "vllm", base, options))
 
 
 POLICY_BACKENDS: dict[str, PolicyBackend] = {
@@ -176,7 +184,7 @@ def check_policy_spec(spec: str) -> None:
         backend, model = parse_policy_spec(spec)
     except ValueError as exc:
         raise UserError(str(exc), "--policy") from None
-    if backend in ("hf", "vllm") or backend == "llamacpp" and model != "default":
+    if backend == "hf" or backend in ("vllm", "llamacpp") and model != "default":
         check_model_source(model, "--policy", spec)
     elif backend == "openai" and "@" in model and not _OPENAI_SPEC.match(model):
         raise UserError("expected MODEL@http://HOST:PORT/v1[,http://...]", "--policy", spec)

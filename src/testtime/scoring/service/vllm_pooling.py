@@ -1,43 +1,22 @@
 """Score with a PRM served by vLLM's pooling API: ``--prm vllm-pooling:[FAMILY:]MODEL@URL``.
 
-Serve the PRM with vLLM as a token-level reward model, e.g.::
+Serve the PRM with the flags of :mod:`testtime.scoring.service.vllm_recipes` (``testtime
+serve vllm-prm`` prints the whole command), e.g. ``vllm serve Qwen/Qwen2.5-Math-PRM-7B
+--runner pooling``. Families: ``qwen_prm``, ``math_shepherd``, ``rlhflow`` and ``skywork``
+(from a checkpoint written by ``export_skywork``).
 
-    vllm serve Qwen/Qwen2.5-Math-PRM-7B --task reward            # older: --task reward
-    vllm serve Qwen/Qwen2.5-Math-PRM-7B --runner pooling         # newer
-    vllm serve peiyi9979/math-shepherd-mistral-7b-prm --runner pooling \\
-        --pooler-config '{"pooling_type": "STEP", "step_tag_id": 12902,
-                          "returned_token_ids": [648, 387]}'     # older: --override-pooler-config
-    vllm serve RLHFlow/Llama3.1-8B-PRM-Deepseek-Data --runner pooling \\
-        --pooler-config '{"pooling_type": "ALL", "returned_token_ids": [10, 12]}'
-
-What vLLM does (verified in vllm-project/vllm sources):
-
-* Request (``vllm/entrypoints/pooling/base/protocol.py`` ``CompletionRequestMixin`` and
-  ``pooling/protocol.py`` ``PoolingCompletionRequest``): ``POST /pooling`` with
-  ``{"model": str, "input": str | list[str] | list[int] | list[list[int]],
-  "add_special_tokens": bool (default true), "task": optional}``. Without ``task`` the server
-  uses the model's own pooling task (``token_classify`` for reward models).
-* Response (``PoolingResponse``): ``{"id", "object": "list", "created", "model", "data":
-  [{"index": i, "object": "pooling", "data": list[list[float]] | list[float]}], "usage":
-  {"prompt_tokens", "total_tokens"}}``, one ``data`` item per input.
-* STEP pooling (``vllm/model_executor/layers/pooler/tokwise/methods.py`` ``StepPool``): keeps
-  the ``returned_token_ids`` columns (vocabulary entries for a causal-LM PRM) and only the
-  rows whose prompt token is ``step_tag_id``; ALL pooling returns one row per token. The
-  PoolerConfig keys ``pooling_type``, ``step_tag_id``, ``returned_token_ids`` are set with
-  ``--override-pooler-config`` (renamed ``--pooler-config``), as docs.vllm.ai
-  "Supported Models > Reward Modeling" says for Math-Shepherd.
-* ``Qwen2ForProcessRewardModel`` (``vllm/model_executor/models/qwen2_rm.py``) defaults to
-  STEP pooling with ``step_tag_id=151651`` (``<extra_0>``) and a softmax over its 2 labels,
-  so each row is ``[P(bad), P(good)]`` (``tests/models/language/pooling/test_reward.py``
-  checks it against the model card's ``make_step_rewards``).
-
-The client renders each family's input text with the same encoder as the in-process adapter
-(``scoring/prm/*``; only the tokenizer is loaded, no weights), tokenises it locally to know
-where each step is scored, posts all texts in one call, and picks one row per step: with STEP
-pooling the row of each step's tag, with ALL pooling the row at the adapter's score position.
-Rows that are not probabilities (activation off, or full-vocabulary logits) are softmaxed
-over the family's two classes. Skywork's format (steps tokenised one by one) is not text, so
-it is not offered.
+The client encodes each request with the in-process adapter's encoder (``scoring/prm/*``; only
+the tokenizer is loaded, no weights) and posts the **token ids** (``"input": [[ids...], ...]``,
+one POST per ``max_inputs`` requests): vLLM reads exactly the tokens the in-process PRM reads,
+whatever its tokenizer would make of the rendered text, and Skywork's per-step tokenisation
+(not a text) is servable. The answer (``{"data": [{"index": i, "data": rows}], ...}``) holds,
+per input, one row per step tag (STEP pooling) or per token (ALL pooling); the client keeps
+the row of each step's score position. Rows are ``[P(bad), P(good)]`` (Qwen's 2 labels),
+``[P(good), P(bad)]`` (the causal-LM PRMs as 2-label classifiers) or ``[P(good)]``
+(Skywork); two logits (activation off) are softmaxed, one logit is passed through a sigmoid.
+Per-request pooling settings are ignored by vLLM (only its ``--pooler-config`` counts), so a
+server started with other flags is detected from the row count and reported with the right
+flags.
 """
 
 from __future__ import annotations
@@ -69,42 +48,28 @@ _PROBABILITY_TOLERANCE = 1e-3
 
 @dataclass(frozen=True)
 class PoolingFamily:
-    """How one PRM family's input and output map onto vLLM's pooling API."""
+    """How one PRM family's output rows map onto step scores."""
 
     name: str
     make_encoder: Callable[[Any], Any]
     """``tokenizer -> encoder`` of the in-process adapter."""
-    render: Callable[[Any, str, Sequence[str]], str]
-    """``(encoder, question, step texts) -> the exact text the PRM reads``."""
-    add_special_tokens: bool
-    """Whether the tokenizer adds BOS to that text (as the in-process adapter tokenises it)."""
     positive_column: int
     """Column of P(good) in a 2-wide row."""
     step_tag_attr: str | None
-    """Encoder attribute holding the tag id that STEP pooling selects; None: ALL only."""
-    vocab_pair_attrs: tuple[str, str] | None
-    """Encoder attributes of the (good, bad) token ids, for full-vocabulary rows."""
-    pooler_config: str
-    """What to pass as ``--pooler-config`` (empty: the model's default works)."""
+    """Encoder attribute holding the tag id that STEP pooling selects; None: ALL pooling."""
 
 
-def _families() -> dict[str, PoolingFamily]:
+def pooling_families() -> dict[str, PoolingFamily]:
     from testtime.scoring.prm.math_shepherd import MathShepherdEncoder
     from testtime.scoring.prm.qwen_prm import QwenPRMEncoder
     from testtime.scoring.prm.rlhflow import RLHFlowEncoder
+    from testtime.scoring.prm.skywork import SkyworkEncoder
 
     return {
-        "qwen_prm": PoolingFamily(
-            "qwen_prm", QwenPRMEncoder, lambda e, q, s: e.render(q, s), False, 1,
-            "step_tag_id", None, ""),
-        "math_shepherd": PoolingFamily(
-            "math_shepherd", MathShepherdEncoder, lambda e, q, s: e.render(q, s)[0], True, 0,
-            "step_tag_id", ("good_id", "bad_id"),
-            '{"pooling_type": "STEP", "step_tag_id": 12902, "returned_token_ids": [648, 387]}'),
-        "rlhflow": PoolingFamily(
-            "rlhflow", RLHFlowEncoder, lambda e, q, s: e.render(q, s), False, 0,
-            None, ("good_id", "bad_id"),
-            '{"pooling_type": "ALL", "returned_token_ids": [10, 12]}'),
+        "qwen_prm": PoolingFamily("qwen_prm", QwenPRMEncoder, 1, "step_tag_id"),
+        "math_shepherd": PoolingFamily("math_shepherd", MathShepherdEncoder, 0, "step_tag_id"),
+        "rlhflow": PoolingFamily("rlhflow", RLHFlowEncoder, 0, None),
+        "skywork": PoolingFamily("skywork", SkyworkEncoder, 0, None),
     }
 
 
@@ -112,8 +77,7 @@ def infer_family(model: str) -> str:
     """The family of a PRM from its Hub id or directory name."""
     name = model.lower().replace("_", "-")
     if "skywork" in name:
-        raise ValueError(f"{model}: Skywork PRMs are not served by vLLM's pooling API; "
-                         f"use --prm skywork:{model}")
+        return "skywork"
     if "math-shepherd" in name:
         return "math_shepherd"
     if "rlhflow" in name:
@@ -121,7 +85,8 @@ def infer_family(model: str) -> str:
     if "qwen" in name and "prm" in name:
         return "qwen_prm"
     raise ValueError(f"cannot tell the PRM family of {model!r}; write it out: "
-                     f"vllm-pooling:FAMILY:{model}@URL with FAMILY in {sorted(_families())}")
+                     f"vllm-pooling:FAMILY:{model}@URL with FAMILY in "
+                     f"{sorted(pooling_families())}")
 
 
 def parse_spec(spec: str) -> tuple[str, str, str]:
@@ -134,7 +99,7 @@ def parse_spec(spec: str) -> tuple[str, str, str]:
         raise ValueError(f"{spec!r} must look like {SPEC_PREFIX}MODEL@http://HOST:PORT")
     model, url = body[:at], body[at + 1:]
     family, sep, rest = model.partition(":")
-    if sep and family in _families():
+    if sep and family in pooling_families():
         return family, rest, url
     return infer_family(model), model, url
 
@@ -145,14 +110,13 @@ def softmax_pair(good: float, bad: float) -> float:
 
 
 class VLLMPoolingScorer(ScorerBase):
-    """``StepScorer`` client of a PRM served with ``vllm serve ... --runner pooling``.
+    """``StepScorer`` client of a PRM served by vLLM's pooling runner.
 
     Contract: as ``StepScorer``. A pooling answer whose rows match neither STEP nor ALL pooling
-    of the locally tokenised input raises ``RuntimeError`` naming the URL and the
-    ``--pooler-config`` to use. The tokens of a request are the local token count of its input
-    (equal to vLLM's, which tokenises the same text with the same tokenizer); ``param_count``
-    comes from the model's ``config.json`` where the tokenizer source has one, else from the
-    known configs (:func:`testtime.flops.known_param_count`).
+    of the posted ids raises ``RuntimeError`` naming the URL and the flags to serve with. The
+    tokens of a request are the ids posted (vLLM reads exactly those); ``param_count`` comes
+    from the model's ``config.json`` where the tokenizer source has one, else from the known
+    configs (:func:`testtime.flops.known_param_count`).
     """
 
     def __init__(self, model: str, url: str, family: str | None = None, *,
@@ -161,7 +125,7 @@ class VLLMPoolingScorer(ScorerBase):
                  max_inputs: int = DEFAULT_MAX_INPUTS, trust_remote_code: bool = False) -> None:
         from testtime.scoring.prm.checkpoint import load_tokenizer
 
-        families = _families()
+        families = pooling_families()
         family = family or infer_family(model)
         if family not in families:
             raise ValueError(f"unknown vLLM pooling family {family!r}; choose from "
@@ -180,8 +144,7 @@ class VLLMPoolingScorer(ScorerBase):
             load_tokenizer(tokenizer or model, trust_remote_code))
         self.param_count: ParamCount | None = known_param_count(tokenizer or model, model)
         self.posts = 0
-        self._cache: OrderedDict[tuple[str, tuple[str, ...]], tuple[str, EncodedRequest]] = (
-            OrderedDict())
+        self._cache: OrderedDict[tuple[str, tuple[str, ...]], EncodedRequest] = OrderedDict()
         self._lock = threading.Lock()
         self._client = LoopClient(Timeouts())
 
@@ -190,24 +153,24 @@ class VLLMPoolingScorer(ScorerBase):
         family, model, url = parse_spec(spec)
         return cls(model, url, family, **kwargs)
 
-    def prepare(self, request: ScoreRequest) -> tuple[str, EncodedRequest]:
-        """The text vLLM gets and its local encoding (ids + score positions), cached."""
+    def prepare(self, request: ScoreRequest) -> EncodedRequest:
+        """The ids vLLM gets and the score position of each step, cached."""
         key = (request.question, tuple(s.text for s in request.steps))
         with self._lock:  # called from worker threads
             hit = self._cache.get(key)
             if hit is None:
-                text = self.family.render(self.encoder, key[0], key[1])
-                hit = (text, self.encoder.encode(key[0], key[1]))
+                hit = self.encoder.encode(key[0], key[1])
                 self._cache[key] = hit
                 while len(self._cache) > _CACHE_SIZE:
                     self._cache.popitem(last=False)
             self._cache.move_to_end(key)
             return hit
 
-    def body(self, texts: Sequence[str]) -> dict[str, Any]:
-        """The ``/pooling`` request for these input texts."""
-        out: dict[str, Any] = {"model": self.model, "input": list(texts),
-                               "add_special_tokens": self.family.add_special_tokens}
+    def body(self, inputs: Sequence[EncodedRequest]) -> dict[str, Any]:
+        """The ``/pooling`` request for these encoded inputs (token ids, nothing added)."""
+        out: dict[str, Any] = {"model": self.model,
+                               "input": [list(map(int, e.input_ids)) for e in inputs],
+                               "add_special_tokens": False}
         if self.task is not None:
             out["task"] = self.task
         return out
@@ -222,7 +185,7 @@ class VLLMPoolingScorer(ScorerBase):
         self.posts += len(chunks)
         answers = await asyncio.gather(*(
             post_json(client, f"{self.url}/pooling",
-                      self.body([prepared[j][0] for j in chunk]), headers, self.retry)
+                      self.body([prepared[j] for j in chunk]), headers, self.retry)
             for chunk in chunks))
         out: list[list[float]] = [[] for _ in requests]
         tokens = [0] * len(requests)
@@ -233,26 +196,30 @@ class VLLMPoolingScorer(ScorerBase):
                                    f"{str(answer)[:300]}")
             for item in items:
                 j = chunk[int(item["index"])]
-                out[todo[j]] = self.step_scores(prepared[j][1], item["data"])
-                tokens[todo[j]] = len(prepared[j][1].input_ids)
+                out[todo[j]] = self.step_scores(prepared[j], item["data"])
+                tokens[todo[j]] = len(prepared[j].input_ids)
         return ScoreResult(out, tokens)
+
+    def _flags_hint(self) -> str:
+        from testtime.scoring.service.vllm_recipes import serve_args
+
+        return " ".join(serve_args(self.family.name, self.encoder))
 
     def step_scores(self, encoded: EncodedRequest, rows: Any) -> list[float]:
         """One P(good) per step from a pooling output for one input."""
         if rows and not isinstance(rows[0], list):
             rows = [[x] for x in rows]  # a 1-D answer: one value per row
         ids = encoded.input_ids
-        if len(rows) == len(ids):  # ALL pooling: one row per token
-            picked = [rows[p] for p in encoded.positions]
+        tag = getattr(self.encoder, self.family.step_tag_attr or "", None)
+        if len(rows) == len(ids) and (tag is None or ids.count(tag) != len(ids)):
+            picked = [rows[p] for p in encoded.positions]  # ALL pooling: one row per token
         else:
-            tag = getattr(self.encoder, self.family.step_tag_attr or "", None)
             tagged = [i for i, t in enumerate(ids) if t == tag] if tag is not None else []
             if not tagged or len(rows) != len(tagged) or not set(encoded.positions) <= set(tagged):
-                hint = self.family.pooler_config or "the model's default pooler"
                 raise RuntimeError(
                     f"{self.url}/pooling returned {len(rows)} rows for a {len(ids)}-token "
                     f"input with {len(encoded.positions)} steps; serve {self.model} with "
-                    f"--pooler-config '{hint}'")
+                    f"{self._flags_hint()}")
             row_of = {pos: k for k, pos in enumerate(tagged)}
             picked = [rows[row_of[p]] for p in encoded.positions]
         return [self._probability(row) for row in picked]
@@ -267,13 +234,8 @@ class VLLMPoolingScorer(ScorerBase):
             if min(good, bad) >= 0 and abs(good + bad - 1.0) < _PROBABILITY_TOLERANCE:
                 return good
             return softmax_pair(good, bad)  # activation off: logits
-        if self.family.vocab_pair_attrs is None:
-            raise RuntimeError(f"{self.url}/pooling: rows of width {len(row)}, expected 2")
-        good_id, bad_id = (getattr(self.encoder, a) for a in self.family.vocab_pair_attrs)
-        good, bad = float(row[good_id]), float(row[bad_id])
-        if min(row) >= 0 and abs(sum(row) - 1.0) < _PROBABILITY_TOLERANCE:
-            return good / (good + bad) if good + bad > 0 else 0.5  # a softmax over the vocab
-        return softmax_pair(good, bad)  # full-vocabulary logits
+        raise RuntimeError(f"{self.url}/pooling: rows of width {len(row)}, expected 1 or 2; "
+                           f"serve {self.model} with {self._flags_hint()}")
 
     async def aclose(self) -> None:
         await self._client.aclose()
