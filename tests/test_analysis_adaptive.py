@@ -162,3 +162,40 @@ def test_run_strategy_optimal_is_the_adaptive_solver(tmp_path: Path) -> None:
     # a policy spec that names no backend fails at once, as one line
     assert wrong.exit_code == 2 and "--policy" in wrong.output
     assert len(wrong.output.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("concurrency", [1, 7])
+def test_the_cap_keeps_the_mean_spend_within_the_budget(tmp_path: Path,
+                                                        concurrency: int) -> None:
+    from test_analysis_sweep import grid_for, write_problems
+
+    from testtime.analysis.sweep import run_sweep
+
+    data = write_problems(tmp_path / "set.jsonl")  # a table with budgets up to 16
+    asyncio.run(run_sweep(grid_for(data, ns=(2, 4, 16)), tmp_path / "sweep",
+                          policy_factory=Factory(), scorer_factory=scorer, progress=False))
+    write_analysis(analyze([tmp_path / "sweep"], n_boot=50), tmp_path / "an")
+
+    def spend(cap: bool, out: str, conc: int = concurrency) -> dict[str, dict[str, object]]:
+        cfg = adaptive_config(tmp_path, pilot=2, escalation=4, cap=cap)
+        cfg = cfg.model_copy(update={"max_concurrent_problems": conc})
+        asyncio.run(run(cfg, tmp_path / out, policy=Factory()("fake:a"), scorer=scorer(),
+                        progress=False))
+        recs = RecordStore(tmp_path / out / "results.jsonl").records
+        return {p: recs[p].info["adaptive"] for p in sorted(recs)}
+
+    free = spend(False, f"free{concurrency}")
+    capped = spend(True, f"capped{concurrency}")
+    budget = 4
+    mean_free = sum(m["spent"] for m in free.values()) / len(free)  # type: ignore[misc]
+    assert mean_free > budget  # escalation x4 overshoots without the cap
+    # With it, every prefix of the problems (in dataset order) stays within k * B ...
+    total = 0
+    for k, m in enumerate(capped.values(), 1):
+        total += m["spent"]  # type: ignore[operator]
+        assert total <= k * budget
+        assert m["spent"] <= m["allowance"]  # type: ignore[operator]
+    # ... escalations still happen when earlier stops paid for them ...
+    assert any(m["escalated"] for m in capped.values())
+    # ... and the decisions do not depend on how many problems run at once.
+    assert capped == spend(True, f"serial{concurrency}", conc=1)

@@ -119,8 +119,10 @@ def test_oversized_prompt_is_a_clear_error() -> None:
 
 def test_sampling_helpers() -> None:
     logits = np.log(np.array([0.1, 0.6, 0.3], dtype=np.float32))
-    lp, ce = token_stats(logits, 2, math.log(3))
+    lp, ce, co = token_stats(logits, 2, math.log(3))
     assert lp == pytest.approx(math.log(0.3), abs=1e-6)
+    # DeepConf: minus the mean log-prob of the top 20 (here all 3) tokens
+    assert co == pytest.approx(-np.mean(np.log([0.1, 0.6, 0.3])), abs=1e-6)
     kl = -math.log(3) - np.mean(np.log([0.1, 0.6, 0.3]))
     assert ce == pytest.approx(kl / math.log(3), abs=1e-6)
     greedy = SamplingParams(temperature=0)

@@ -67,7 +67,10 @@ def choice(text: str, finish: str, tokens: list[str] | None = None,
            stop_reason: str | None = None) -> dict[str, Any]:
     c: dict[str, Any] = {"text": text, "index": 0, "finish_reason": finish}
     if tokens is not None:
-        c["logprobs"] = {"tokens": tokens, "token_logprobs": [-0.5] * len(tokens)}
+        # 20 alternatives per token, log-probs -0.5, -1.5, ..., -19.5: confidence 10.0
+        top = {f"t{j}": -0.5 - j for j in range(20)}
+        c["logprobs"] = {"tokens": tokens, "token_logprobs": [-0.5] * len(tokens),
+                         "top_logprobs": [dict(top) for _ in tokens]}
     if stop_reason is not None:
         c["stop_reason"] = stop_reason
     return c
@@ -99,13 +102,14 @@ def test_request_fields_and_llamacpp_style_stop_mapping(tok: Any) -> None:
     assert p["prompt"] == policy.render(r) and p["prompt"].endswith("assistant\nSo: ")
     assert (p["model"], p["max_tokens"], p["temperature"], p["top_p"], p["n"]) == (
         "m", 50, 0.7, 0.9, 1)
-    assert p["stop"] == ["\n\n"] and p["logprobs"] == 1
+    assert p["stop"] == ["\n\n"] and p["logprobs"] == 20  # DeepConf's top 20
     # llama.cpp servers get neutral top-k / min-p / repeat penalty (their defaults are not)
     assert (p["top_k"], p["min_p"], p["repeat_penalty"]) == (0, 0.0, 1.0)
     c = outs[0]
     # the 4th token completes the stop string: it is kept, its text past the stop is not
     assert (c.text, c.finish_reason, c.completion_tokens) == ("Add them.\n\n", "stop", 4)
     assert c.token_texts == ("Add", " them", ".\n", "\nMore") and len(c.token_logprobs) == 4
+    assert c.token_confidences == pytest.approx([10.0] * 4)
     assert c.prompt_tokens == policy.count_tokens(policy.render(r))
 
 

@@ -248,7 +248,7 @@ def test_sampling_params_prompt_ids_and_stop_kept(fake_vllm: Any, tokenizer: Any
     prompt, sp, _ = fake_vllm.engines[0].calls[0]
     assert sp.kwargs == {"n": 3, "temperature": 0.7, "top_p": 0.9, "max_tokens": 64,
                          "stop": ["\n\n"], "include_stop_str_in_output": True, "seed": 5,
-                         "logprobs": 0, "skip_special_tokens": False,
+                         "logprobs": 20, "skip_special_tokens": False,
                          "output_kind": RequestOutputKind.FINAL_ONLY}
     rendered = policy.render(req)
     assert rendered.endswith("<|im_start|>assistant\n" + prefix)

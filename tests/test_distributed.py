@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 
 from testtime.cli import app
 from testtime.cli.common import RAY_LOCAL
-from testtime.cli.run import fill_ray_flag
+from testtime.cli.execution import fill_ray_flag
 from testtime.config import DatasetConfig, RunConfig
 from testtime.distributed import ExecutorError, RayExecutor, RayOptions
 from testtime.records import ProblemRecord

@@ -57,6 +57,10 @@ class AdaptiveSettings(BaseModel):
     """|agreement - mean score| above which the pilot is uncertain."""
     escalation: int = Field(default=2, ge=1)
     """Budget multiplier for uncertain problems."""
+    cap: bool = True
+    """Escalations are paid for by earlier problems' savings, so the mean spend never passes
+    ``budget`` (:mod:`testtime.analysis.budget`); off: ``budget`` is a target escalation can
+    exceed."""
     compare: tuple[str, ...] = ()
     """Fixed-method run directories the summary compares with (on the same problems)."""
 

@@ -6,6 +6,7 @@ import re
 from typing import Any
 
 from testtime.answers import grade_and_group
+from testtime.confidence import trace_confidence
 from testtime.config import RunConfig
 from testtime.grading import Grader
 from testtime.records import (
@@ -32,8 +33,11 @@ async def build_record(
     texts = [c.text for c in result.candidates]
     answers, correct, groups = await grade_and_group(texts, problem.answer, grader,
                                                      config.search.answer_grouping)
-    scored = [Scored(g, tuple(c.scores), ok)
-              for c, g, ok in zip(result.candidates, groups, correct, strict=True)]
+    confidences = [trace_confidence([x for s in c.steps for x in s.token_confidences])
+                   for c in result.candidates]
+    scored = [Scored(g, tuple(c.scores), ok, conf)
+              for c, g, ok, conf in zip(result.candidates, groups, correct, confidences,
+                                        strict=True)]
     n = result.budget or len(result.candidates)
     choices = select_all(scored, prefix_counts(
         n, [c.origin for c in result.candidates], result.independent_prefixes,
@@ -54,7 +58,7 @@ async def build_record(
     candidates = [
         CandidateRecord(
             index=i, text=c.text, answer=answers[i], correct=correct[i], group=groups[i],
-            finish_reason=c.finish_reason, origin=c.origin,
+            finish_reason=c.finish_reason, origin=c.origin, confidence=confidences[i],
             completion_tokens=sum(s.num_tokens for s in c.steps),
             steps=[StepRecord(text=s.text, tokens=s.num_tokens, score=sc,
                               truncated=s.truncated, logprob_sum=s.logprob_sum,

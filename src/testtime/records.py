@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 class StepRecord(BaseModel):
@@ -32,6 +32,9 @@ class CandidateRecord(BaseModel):
     completion_tokens: int
     origin: int = 0
     """Independent unit it came from (sample index; DVTS subtree)."""
+    confidence: dict[str, float] | None = None
+    """DeepConf trace metrics of the path's token confidences (``lowest``, ``bottom10``,
+    ``tail``, ``mean``; :mod:`testtime.confidence`); None when the backend reported none."""
 
 
 class PredictionRecord(BaseModel):

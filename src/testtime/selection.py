@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 
@@ -46,10 +46,19 @@ AGGREGATIONS: dict[str, Callable[[Sequence[float]], float]] = {
     "prod": _agg(math.prod),
 }
 
+#: DeepConf's offline rules (Fu et al. 2025): keep the paths whose trace confidence (lowest
+#: group or tail; :mod:`testtime.confidence`) is in the top ``eta`` % (10: DeepConf-low, 90:
+#: DeepConf-high), then a plain (``vote``) or confidence-weighted (``wvote``) majority vote.
+#: ``deepconf_{lowest,bottom10,tail,mean}_{ETA}_{vote,wvote}`` all parse; these are listed.
+DEEPCONF_RULES: tuple[str, ...] = tuple(
+    f"deepconf_{metric}_{eta}_{vote}" for metric in ("lowest", "tail") for eta in (10, 90)
+    for vote in ("wvote", "vote"))
+
 #: Rule names in display order; ``oracle`` last because it is not a real method.
 RULES: tuple[str, ...] = (
     "majority",
     *(f"prm_{agg}_{sel}" for agg in AGGREGATIONS for sel in ("max", "vote")),
+    *DEEPCONF_RULES,
     "oracle",
 )
 ORACLE = "oracle"
@@ -63,6 +72,8 @@ class Scored:
     """Answer group (equal ids = equivalent answers); None when no answer was extracted."""
     step_scores: tuple[float, ...]
     correct: bool
+    confidence: Mapping[str, float] | None = None
+    """DeepConf trace metrics of the path (None: the backend reported no token confidences)."""
 
 
 @dataclass(frozen=True)
@@ -80,6 +91,8 @@ def select(rule: str, cands: Sequence[Scored]) -> Choice:
                       any(c.correct for c in cands))
     if rule == "majority":
         return _vote(cands, [1.0] * len(cands))
+    if rule.startswith("deepconf_"):
+        return _deepconf(rule, cands)
     try:
         _, agg, sel = rule.split("_")
         fn = AGGREGATIONS[agg]
@@ -110,6 +123,42 @@ def _vote(cands: Sequence[Scored], weights: Sequence[float]) -> Choice:
     group = max(totals, key=lambda g: (totals[g], -first[g]))
     i = first[group]
     return Choice(i, cands[i].correct)
+
+
+def _deepconf(rule: str, cands: Sequence[Scored]) -> Choice:
+    """Filter by trace confidence, then vote (see :data:`DEEPCONF_RULES`). Without
+    confidences for every candidate the filter cannot rank them: a plain majority vote."""
+    try:
+        _, metric, eta_text, how = rule.split("_")
+        eta = float(eta_text)
+    except ValueError:
+        raise ValueError(f"unknown selection rule {rule!r}; known: {', '.join(RULES)}") from None
+    if how not in ("vote", "wvote") or not 0 < eta <= 100:
+        raise ValueError(f"unknown selection rule {rule!r}; known: {', '.join(RULES)}")
+    # as DeepConf, only paths with an answer take part in the filter and the vote
+    answered = [i for i, c in enumerate(cands) if c.group is not None]
+    confs = [cands[i].confidence.get(metric) if cands[i].confidence else None
+             for i in answered]
+    if any(x is None or not math.isfinite(x) for x in confs):
+        return _vote(cands, [1.0] * len(cands))
+    if not answered:
+        return Choice(None, False)
+    values = [float(x) for x in confs]  # type: ignore[arg-type]
+    cut = percentile(values, 100.0 - eta)
+    keep = [i for i, x in zip(answered, values, strict=True) if x >= cut]
+    weights = [float(cands[i].confidence[metric]) if how == "wvote" else 1.0  # type: ignore[index]
+               for i in keep]
+    choice = _vote([cands[i] for i in keep], weights)
+    return Choice(None if choice.index is None else keep[choice.index], choice.correct)
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """``numpy.percentile(values, q)`` (linear interpolation), as DeepConf's filter uses."""
+    xs = sorted(values)
+    pos = (len(xs) - 1) * q / 100.0
+    lo = math.floor(pos)
+    hi = min(lo + 1, len(xs) - 1)
+    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
 
 
 def budgets(n: int, independent_prefixes: bool, unit: int = 1) -> list[int]:

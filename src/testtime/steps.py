@@ -55,8 +55,9 @@ def completion_steps(
         texts = [completion.text] if completion.completion_tokens else []
     if not texts:
         return []
+    confs: list[tuple[float, ...]] = [()] * len(texts)
     if completion.token_texts:
-        counts, lp, ce = _attribute(texts, completion)
+        counts, lp, ce, confs = _attribute(texts, completion)
     else:
         counter = count_tokens or (lambda s: max(1, len(s.split())))
         counts = [counter(t) for t in texts]
@@ -73,14 +74,15 @@ def completion_steps(
             logprob_sum=l,
             certainty_sum=e,
             truncated=(i == len(texts) - 1 and completion.finish_reason == "length"),
+            token_confidences=k,
         )
-        for i, (t, c, l, e) in enumerate(zip(texts, counts, lp, ce))
+        for i, (t, c, l, e, k) in enumerate(zip(texts, counts, lp, ce, confs))
     ]
 
 
 def _attribute(
     texts: Sequence[str], completion: Completion
-) -> tuple[list[int], list[float | None], list[float | None]]:
+) -> tuple[list[int], list[float | None], list[float | None], list[tuple[float, ...]]]:
     """Assign each token to the step in which its text starts."""
     bounds, pos = [], 0
     for t in texts:
@@ -89,6 +91,7 @@ def _attribute(
     counts = [0] * len(texts)
     lps: list[float | None] = [0.0 if completion.token_logprobs else None] * len(texts)
     ces: list[float | None] = [0.0 if completion.token_certainties else None] * len(texts)
+    confs: list[list[float]] = [[] for _ in texts]
     step, start = 0, 0
     for i, piece in enumerate(completion.token_texts):
         while step < len(texts) - 1 and start >= bounds[step]:
@@ -98,8 +101,10 @@ def _attribute(
             lps[step] = (lps[step] or 0.0) + completion.token_logprobs[i]
         if completion.token_certainties and i < len(completion.token_certainties):
             ces[step] = (ces[step] or 0.0) + completion.token_certainties[i]
+        if i < len(completion.token_confidences):
+            confs[step].append(completion.token_confidences[i])
         start += len(piece)
-    return counts, lps, ces
+    return counts, lps, ces, [tuple(c) for c in confs]
 
 
 def _rebalance(counts: list[int]) -> list[int]:

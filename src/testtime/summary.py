@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from testtime.records import ProblemRecord
-from testtime.selection import ORACLE, RULES
+from testtime.selection import DEEPCONF_RULES, ORACLE, RULES
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -46,11 +46,16 @@ def summarize(
     """Accuracy per budget and rule (failed problems count as wrong), per level, and totals."""
     ok = [r for r in records if r.error is None]
     denom = len(records) or 1
+    # records written before a rule existed (a resumed older run) lack it: leave it out
+    confident = any(c.confidence for r in ok for c in r.candidates)
+    rules = [rule for rule in RULES
+             if all(rule in preds for r in ok for preds in r.predictions.values())
+             and (confident or rule not in DEEPCONF_RULES)]  # else: the majority vote again
     accuracy: dict[str, dict[str, float]] = {}
     for b in sorted({b for r in ok for b in r.predictions}, key=int):
         accuracy[b] = {
             rule: sum(r.predictions[b][rule].correct for r in ok if b in r.predictions) / denom
-            for rule in RULES
+            for rule in rules
         }
     full = str(config.search.n) if config.search.method != "cot" else "1"
     by_level: dict[str, dict[str, float]] = {}
@@ -61,7 +66,7 @@ def summarize(
     for level, recs in sorted(levels.items()):
         by_level[str(level)] = {
             "problems": len(recs),
-            **{rule: sum(_correct(r, full, rule) for r in recs) / len(recs) for rule in RULES},
+            **{rule: sum(_correct(r, full, rule) for r in recs) / len(recs) for rule in rules},
         }
     totals = {f: sum(getattr(r.compute, f) for r in records) for f in COMPUTE_FIELDS}
     out: dict[str, Any] = {
@@ -110,6 +115,8 @@ def summary_tables(summary: dict[str, Any]) -> list[Table]:
     for b in acc:
         column(t, f"N={b}", numeric=True)
     for rule in RULES:
+        if not all(rule in acc[b] for b in acc):
+            continue
         label = "oracle pass@N (upper bound)" if rule == ORACLE else rule
         t.add_row(label, *(f"{acc[b][rule]:.1%}" for b in acc))
     tables = [t]

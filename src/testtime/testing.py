@@ -72,11 +72,14 @@ class ScriptedPolicy(AsyncResource):
     """
 
     def __init__(self, script: Script, name: str = "scripted", max_batch_seqs: int = 64,
-                 logprob: float = -0.5, certainty: float = 0.5) -> None:
+                 logprob: float = -0.5, certainty: float = 0.5,
+                 confidence: Callable[[str], float] | None = None) -> None:
         self.script = script
         self.name = name
         self.logprob = logprob
         self.certainty = certainty
+        self.confidence = confidence
+        """``sample text -> DeepConf token confidence`` of its every token (None: none)."""
         self.calls: list[GenerationRequest] = []
         self.generate_calls: list[list[GenerationRequest]] = []
         """The requests of each ``generate`` call, call by call."""
@@ -119,6 +122,8 @@ class ScriptedPolicy(AsyncResource):
                     ended_with_eos=eos,
                     logprobs=[self.logprob] * len(pieces),
                     certainties=[self.certainty] * len(pieces),
+                    confidences=[] if self.confidence is None else
+                    [self.confidence(text)] * len(pieces),
                 )
             )
         return out

@@ -113,6 +113,9 @@ class Completion:
     """Log-probability of each sampled token under the model's unwarped (T=1) distribution."""
     token_certainties: tuple[float, ...] = ()
     """Per-token self-certainty KL(U || p) / log|V| in [0, 1] (Kang et al. 2025)."""
+    token_confidences: tuple[float, ...] = ()
+    """Per-token DeepConf confidence, minus the mean top-20 log-probability
+    (:mod:`testtime.confidence`); empty when the backend cannot see the top tokens."""
 
 
 @dataclass(frozen=True)
@@ -127,6 +130,9 @@ class Step:
     """Sum of per-token self-certainty over the step, when the backend reported it."""
     truncated: bool = False
     """The step was cut off by a token limit rather than ending naturally."""
+    token_confidences: tuple[float, ...] = field(default=(), compare=False, repr=False)
+    """The step's per-token DeepConf confidences (in memory only; records keep the path's
+    trace metrics, ``CandidateRecord.confidence``)."""
 
 
 @dataclass(frozen=True)

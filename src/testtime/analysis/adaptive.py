@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from testtime.analysis.budget import BudgetLedger
 from testtime.analysis.difficulty import Binning
 from testtime.analysis.optimal import load_table
 from testtime.analysis.runs import Strategy
@@ -136,13 +137,28 @@ def _settings(config: RunConfig) -> AdaptiveSettings:
 
 def make(config: RunConfig) -> SearchFn:
     """The search function of a run: :func:`solve` with the run's plan (the table is read
-    here, once, while the run is being built)."""
-    return functools.partial(solve, plan=load_plan(config), cfg=_settings(config))
+    here, once, while the run is being built) and, when capped, the run's budget ledger."""
+    settings = _settings(config)
+    ledger = BudgetLedger(settings.budget) if settings.cap else None
+    return functools.partial(solve, plan=load_plan(config), cfg=settings, ledger=ledger)
 
 
 async def solve(problem: Problem, ctx: SearchContext, *, plan: Plan,
-                cfg: AdaptiveSettings) -> SearchResult:
-    """Pilot, decide, spend; the candidates of what was run, with the decision in ``info``."""
+                cfg: AdaptiveSettings, ledger: BudgetLedger | None = None) -> SearchResult:
+    """Pilot, decide, spend; the candidates of what was run, with the decision in ``info``.
+    With a ``ledger`` (the cap) the spend stays within the problem's allowance."""
+    if ledger is None:
+        return await _solve(problem, ctx, plan, cfg, None)
+    ledger.register(problem.id)  # before the first await: the order problems start in
+    try:
+        return await _solve(problem, ctx, plan, cfg, ledger)
+    except BaseException:
+        await ledger.fail(problem.id)
+        raise
+
+
+async def _solve(problem: Problem, ctx: SearchContext, plan: Plan, cfg: AdaptiveSettings,
+                 ledger: BudgetLedger | None) -> SearchResult:
     from testtime.search import get_method
 
     def context(method: str, n: int, width: int | None, seed: int) -> SearchContext:
@@ -159,30 +175,46 @@ async def solve(problem: Problem, ctx: SearchContext, *, plan: Plan,
                                                for c in pilot.candidates])
     name, stop, escalated = decide(plan, cfg, agreement, score)
     budget = cfg.budget * (cfg.escalation if escalated else 1)
-    spent = cfg.pilot  # generations in budget units (N-equivalents), the pilot included
-    if stop:
-        strategy, result = Strategy("best_of_n", "majority"), pilot
-    else:
+    allowance, capped = None, False
+    if ledger is not None:
+        allowance = await ledger.allowance(problem.id)
+        if budget > allowance:  # the bank cannot pay for all of it: what it affords
+            budget, capped = allowance, True
+            escalated = escalated and budget > cfg.budget
+    # What to run, and its spend in generations (N-equivalents, the pilot included)
+    strategy, n = Strategy("best_of_n", "majority"), cfg.pilot
+    if not stop:
         strategy, n = plan.strategy(name, budget)
-        if strategy.method == "best_of_n" and n > cfg.pilot:
-            more = await get_method("best_of_n")(
-                problem, context("best_of_n", n - cfg.pilot, None, base_seed + 1))
-            result, spent = merge(pilot, more), n
-        elif strategy.method == "best_of_n":
-            result = pilot
-        else:
-            spent += n
-            run = await get_method(strategy.method)(
-                problem, context(strategy.method, n, strategy.beam_width, base_seed + 1))
-            compute = dataclasses.replace(run.compute)
-            compute.add(pilot.compute)  # the pilot was spent too
-            result = dataclasses.replace(run, compute=compute)
+        if allowance is not None and strategy.method == "best_of_n":
+            n = min(n, allowance)  # Best-of-N runs at any N: the table's rule, fewer samples
+        elif allowance is not None and cfg.pilot + n > allowance:
+            # a search does not reuse the pilot: its budget must leave room for it
+            strategy, n = plan.strategy(name, allowance - cfg.pilot)
+            if cfg.pilot + n > allowance:  # not even the table's smallest fits: the pilot
+                strategy, n = Strategy("best_of_n", "majority"), cfg.pilot
+    bon = strategy.method == "best_of_n"
+    spent = max(n, cfg.pilot) if bon else cfg.pilot + n
+    if ledger is not None:
+        await ledger.spend(problem.id, spent)  # now, so later problems need not wait
+    if bon and n > cfg.pilot:
+        more = await get_method("best_of_n")(
+            problem, context("best_of_n", n - cfg.pilot, None, base_seed + 1))
+        result = merge(pilot, more)
+    elif bon:
+        result = pilot
+    else:
+        run = await get_method(strategy.method)(
+            problem, context(strategy.method, n, strategy.beam_width, base_seed + 1))
+        compute = dataclasses.replace(run.compute)
+        compute.add(pilot.compute)  # the pilot was spent too
+        result = dataclasses.replace(run, compute=compute)
     rule = "majority" if strategy.method == "cot" else strategy.rule
     return dataclasses.replace(
         result, independent_prefixes=False, extra_predictions={ADAPTIVE: rule},
         info={ADAPTIVE: {"agreement": agreement, "pilot_score": score, "bin": name,
                          "stopped": stop, "escalated": escalated, "strategy": strategy.label,
-                         "budget": len(result.candidates), "spent": spent}})
+                         "budget": len(result.candidates), "spent": spent,
+                         "allowance": allowance, "capped": capped}})
 
 
 def summarize(records: Sequence[ProblemRecord], config: RunConfig) -> dict[str, Any]:

@@ -3,8 +3,10 @@
 A *strategy* is a search method (with its beam width where it has one) plus a selection rule.
 For every (policy, PRM) pair, strategy, budget and problem the table holds an ``Outcome``:
 correctness (averaged over seeds) and the compute spent at that budget. Budgets below a run's
-N come from prefixes of its candidates (Best-of-N, DVTS); their compute is the run's compute
-scaled by ``budget / N``, since prefix units are exchangeable samples of the same cost.
+N come from prefixes of its candidates (Best-of-N, DVTS, adaptive self-consistency); their
+compute is the run's compute scaled by ``budget / N``, since prefix units are exchangeable
+samples of the same cost (adaptive self-consistency: by ``min(drawn, budget) / drawn``, and its
+generations are the samples it drew, a mean budget below the nominal one).
 
 Records written without FLOPs get them from the run config's model names through the
 known-config table of ``testtime.flops`` (0 for unknown models).
@@ -22,7 +24,7 @@ from testtime.analysis.comparable import check_comparable
 from testtime.config import RunConfig
 from testtime.flops import FlopCosts, costs_for_specs
 from testtime.records import ProblemRecord
-from testtime.selection import ORACLE, RULES
+from testtime.selection import DEEPCONF_RULES, ORACLE, RULES
 from testtime.store import read_records, writer_of
 
 log = logging.getLogger(__name__)
@@ -176,10 +178,14 @@ def load_results(paths: list[Path]) -> Results:
                 h = hits[cfg.policy][rec.id]
                 h[0] += sum(c.correct for c in rec.candidates)
                 h[1] += len(rec.candidates)
+            # Without token confidences the DeepConf rules are the majority vote: no strategy
+            # of their own. Records older than a rule lack it.
+            confident = any(c.confidence for c in rec.candidates)
+            mine = [r for r in rules if confident or r not in DEEPCONF_RULES]
             for b, preds in rec.predictions.items():
                 budget = int(b)
                 out = _outcome(rec, budget, costs)
-                for rule in rules:
+                for rule in (r for r in mine if r in preds):
                     o = Outcome(float(preds[rule].correct), out.generations, out.policy_tokens,
                                 out.scored_tokens, out.flops, out.prefill_tokens)
                     sums[(key, Strategy(cfg.search.method, rule, width), budget, rec.id)].append(o)
@@ -202,12 +208,18 @@ def load_results(paths: list[Path]) -> Results:
 
 def _outcome(rec: ProblemRecord, budget: int, costs: FlopCosts) -> Outcome:
     c = rec.compute
-    scale = budget / rec.n if 0 < budget < rec.n else 1.0
+    drawn = (rec.info or {}).get("adaptive_sc", {}).get("drawn")
+    if drawn:  # adaptive self-consistency at budget b drew min(drawn, b) samples
+        used = min(int(drawn), budget)
+        generations, scale = float(used), used / int(drawn)
+    else:
+        generations = float(budget)
+        scale = budget / rec.n if 0 < budget < rec.n else 1.0
     flops = c.policy_flops + c.prm_flops
     if flops == 0.0:
         flops = (costs.policy_flops(c.prompt_tokens, c.completion_tokens)
                  + costs.prm_flops(c.scored_tokens))
-    return Outcome(0.0, float(budget), scale * (c.prompt_tokens + c.completion_tokens),
+    return Outcome(0.0, generations, scale * (c.prompt_tokens + c.completion_tokens),
                    scale * c.scored_tokens, scale * flops,
                    scale * (c.prefill_tokens + c.completion_tokens))
 

@@ -58,7 +58,7 @@ class SweepGrid(BaseModel):
     """Policy specs."""
     seeds: tuple[int, ...] = (0,)
     """Sampling seeds."""
-    prefix_methods: tuple[str, ...] = ("best_of_n", "dvts")
+    prefix_methods: tuple[str, ...] = ("best_of_n", "dvts", "adaptive_sc")
     """Methods whose smaller power-of-two budgets are valid prefixes of the largest run."""
     max_path_tokens_by_policy: dict[str, int] = Field(default_factory=dict)
     """Per-policy override of ``base.search.max_path_tokens``."""

@@ -18,7 +18,7 @@ MAX_NODES = 300
 COLORS = {"kept": "#4c72b0", "pruned": "#b0b0b0", "finished": "#2ca02c", "active": "#ff7f0e"}
 DX, DY, R, PAD = 34, 46, 11, 20
 #: Preferred methods for the report's trees: those whose trees branch.
-TREE_METHODS = ("beam_search", "dvts", "best_of_n")
+TREE_METHODS = ("beam_search", "particle_filtering", "dvts", "best_of_n")
 
 
 def layout(nodes: Sequence[NodeRecord]) -> dict[int, tuple[float, int]]:

@@ -14,7 +14,7 @@ import sys
 
 import typer
 
-from testtime.cli import analysis, run, serve
+from testtime.cli import analysis, execution, run, serve, summary
 
 app = typer.Typer(
     help="Compute-optimal test-time scaling of language models on math reasoning.",
@@ -22,7 +22,7 @@ app = typer.Typer(
     add_completion=False,
 )
 app.command("run")(run.run)
-app.command("summary")(run.summary)
+app.command("summary")(summary.summary)
 app.command("adaptive")(run.adaptive)
 for _command in (analysis.flops, analysis.sweep, analysis.analyze, analysis.report):
     app.command()(_command)
@@ -31,7 +31,7 @@ app.add_typer(serve.serve_app, name="serve")
 
 def main() -> None:
     logging.basicConfig(level=os.environ.get("TESTTIME_LOG", "WARNING"))
-    sys.argv[1:] = run.fill_ray_flag(sys.argv[1:])
+    sys.argv[1:] = execution.fill_ray_flag(sys.argv[1:])
     app()
 
 

@@ -33,6 +33,8 @@ FIELD_OPTIONS: dict[str, str] = {
     "search.max_step_tokens": "--max-step-tokens", "search.max_path_tokens":
         "--max-path-tokens", "search.lookahead": "--lookahead", "search.method": "--method",
     "search.semantics": "--semantics", "search.answer_grouping": "--answer-grouping",
+    "search.pf_temperature": "--pf-temperature", "search.sc_threshold": "--sc-threshold",
+    "search.sc_criterion": "--sc-criterion", "search.sc_round": "--sc-round",
     "sampling.temperature": "--temperature", "sampling.top_p": "--top-p",
     "max_concurrent_problems": "--concurrency", "dataset.limit": "--limit",
     "adaptive.budget": "--budget", "adaptive.pilot": "--pilot", "adaptive.scheme": "--scheme",

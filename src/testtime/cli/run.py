@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import json
 import re
-from collections.abc import Coroutine
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -19,14 +17,13 @@ import typer
 from testtime.cli.common import (
     DEFAULT_PATH_TOKENS,
     EMBEDDED_PATH_TOKENS,
-    RAY_LOCAL,
     console,
     fail,
     print_json,
     sampling_and_path,
-    show,
     user_errors,
 )
+from testtime.cli.execution import print_summary, retry_and_executor, run_with
 from testtime.config import AdaptiveSettings, DatasetConfig, RunConfig
 from testtime.search.base import SearchConfig
 
@@ -58,7 +55,9 @@ def run(
     answer_field: Annotated[str, typer.Option(help="JSONL field of the answer")] = "answer",
     limit: Annotated[int | None, typer.Option(help="Only the first K problems")] = None,
     ids: Annotated[str | None, typer.Option(help="Comma-separated problem ids")] = None,
-    method: Annotated[str, typer.Option(help="cot, best_of_n, beam_search, dvts")] = "best_of_n",
+    method: Annotated[str, typer.Option(
+        help="cot, best_of_n, beam_search, dvts, particle_filtering, adaptive_sc")]
+    = "best_of_n",
     n: Annotated[int, typer.Option(help="Budget N: final paths per problem")] = 4,
     beam_width: Annotated[int, typer.Option(help="M for beam search / DVTS")] = 4,
     max_depth: Annotated[int, typer.Option(help="Most steps per path")] = 40,
@@ -77,6 +76,14 @@ def run(
     filter_duplicates: Annotated[bool, typer.Option(
         help="search-and-learn beam search: drop beams whose text repeats another's")]
     = False,
+    pf_temperature: Annotated[float, typer.Option(
+        help="particle_filtering: softmax temperature of logit(PRM score)")] = 1.0,
+    pf_resample_finished: Annotated[bool, typer.Option(
+        help="particle_filtering: finished particles take part in resampling")] = False,
+    sc_threshold: Annotated[float, typer.Option(
+        help="adaptive_sc: stop once P(leading answer is the majority) reaches it")] = 0.95,
+    sc_criterion: Annotated[str, typer.Option(help="adaptive_sc: beta or dirichlet")] = "beta",
+    sc_round: Annotated[int, typer.Option(help="adaptive_sc: samples between checks")] = 1,
     temperature: Annotated[float | None, typer.Option(
         help="Sampling temperature [default: the paper's 0.7; 0.6 for DeepSeek-R1-Distill]")]
     = None,
@@ -131,6 +138,9 @@ def run(
     = "absolute",
     escalation: Annotated[int, typer.Option(
         help="Budget multiplier when a pilot is uncertain (--strategy optimal)")] = 2,
+    cap: Annotated[bool, typer.Option(
+        help="Keep the mean spend within --budget: escalations are paid for by early stops "
+             "(--strategy optimal)")] = True,
     compare: Annotated[list[Path] | None, typer.Option(
         help="Fixed-method runs on the same problems to compare with (--strategy optimal)")]
     = None,
@@ -149,7 +159,7 @@ def run(
             method, n = "adaptive", budget
             adaptive = AdaptiveSettings(table=str(table), budget=budget, pilot=pilot,
                                         scheme=scheme,  # type: ignore[arg-type]
-                                        escalation=escalation,
+                                        escalation=escalation, cap=cap,
                                         compare=tuple(str(p) for p in compare or ()))
         elif table is not None or budget is not None or compare:
             fail("--table, --budget and --compare apply with --strategy optimal")
@@ -175,7 +185,12 @@ def run(
                                 max_step_tokens=max_step_tokens, max_path_tokens=path,
                                 lookahead=lookahead, semantics=semantics,  # type: ignore[arg-type]
                                 answer_grouping=answer_grouping,  # type: ignore[arg-type]
-                                filter_duplicates=filter_duplicates),
+                                filter_duplicates=filter_duplicates,
+                                pf_temperature=pf_temperature,
+                                pf_resample_finished=pf_resample_finished,
+                                sc_threshold=sc_threshold,
+                                sc_criterion=sc_criterion,  # type: ignore[arg-type]
+                                sc_round=sc_round),
             sampling=sampling,
             max_concurrent_problems=concurrency, adaptive=adaptive,
         )
@@ -183,9 +198,9 @@ def run(
 
         check_config(cfg)  # every name and model path, before anything loads
         out_dir = out or (Path("runs/adaptive") if adaptive else default_out_dir(cfg))
-        retry, executor = _retry_and_executor(cfg, ray, ray_actors, gpus_per_actor, max_retries)
+        retry, executor = retry_and_executor(cfg, ray, ray_actors, gpus_per_actor, max_retries)
         try:
-            outcome = asyncio.run(_run_with(executor, run_async(
+            outcome = asyncio.run(run_with(executor, run_async(
                 cfg, out_dir, resume=resume, overwrite=overwrite, progress=progress,
                 retry=retry, executor=executor)))
         except KeyboardInterrupt:
@@ -195,7 +210,7 @@ def run(
     if as_json:
         print_json(outcome.summary)
         return
-    _print_summary(outcome.summary, summary_tables)
+    print_summary(outcome.summary, summary_tables)
     if executor is not None:
         st = executor.stats
         console.print(f"ray: {st.actors_ready} actors ran {st.units_sent} units; "
@@ -213,73 +228,3 @@ def adaptive(**kwargs: Any) -> None:
 
 adaptive.__doc__ = ("Solve problems adaptively with a compute-optimal table (pilot, bin, "
                     "escalate): the same as `testtime run --strategy optimal`.")
-
-
-def _print_summary(summary: dict[str, Any], summary_tables: Any) -> None:
-    show(*summary_tables(summary))
-    if "adaptive" in summary:
-        from testtime.analysis.adaptive_summary import adaptive_table
-
-        show(adaptive_table(summary["adaptive"]))
-
-
-def fill_ray_flag(argv: list[str]) -> list[str]:
-    """``--ray`` given without a value (last, or before another option) -> ``--ray local``."""
-    out: list[str] = []
-    for i, arg in enumerate(argv):
-        out.append(arg)
-        if arg == "--":  # everything after it is an argument
-            return out + argv[i + 1 :]
-        if arg == "--ray" and (i + 1 == len(argv) or argv[i + 1].startswith("-")):
-            out.append(RAY_LOCAL)
-    return out
-
-
-def _retry_and_executor(
-    cfg: RunConfig, ray: str | None, ray_actors: int | None, gpus_per_actor: float | None,
-    max_retries: int,
-) -> tuple[Any, Any]:
-    """The retry policy and, with ``--ray``, the Ray executor (Ray is imported only later,
-    when the executor starts)."""
-    from testtime.retry import RetryPolicy
-
-    if max_retries < 0:
-        fail(f"--max-retries {max_retries}: must be >= 0")
-    retry = RetryPolicy(max_retries=max_retries)
-    if ray is None:
-        if ray_actors is not None or gpus_per_actor is not None:
-            fail("--ray-actors/--gpus-per-actor only apply with --ray")
-        return retry, None
-    from testtime.distributed import RayExecutor, RayOptions
-
-    options = RayOptions(address=None if ray == RAY_LOCAL else ray, actors=ray_actors,
-                         gpus_per_actor=gpus_per_actor)
-    return retry, RayExecutor(cfg, options)
-
-
-async def _run_with(executor: Any, job: Coroutine[Any, Any, T]) -> T:
-    """Await ``job`` while the executor (if any) is open; close it whatever happens."""
-    if executor is None:
-        return await job
-    async with executor:
-        return await job
-
-
-def summary(
-    run_dir: Path,
-    as_json: Annotated[bool, typer.Option("--json", help="Print summary.json as it is")] = False,
-) -> None:
-    """Print the summary of an existing run directory."""
-    from testtime.store import writer_of
-    from testtime.summary import summary_tables
-
-    path = run_dir / "summary.json"
-    if not path.exists():
-        if (holder := writer_of(run_dir)) is not None:
-            fail(f"{run_dir}: run in progress ({holder}); its summary is written at the end")
-        fail(f"{path} does not exist (run with --resume first)")
-    data = json.loads(path.read_text())
-    if as_json:
-        print_json(data)
-        return
-    _print_summary(data, summary_tables)

@@ -21,6 +21,7 @@ def build_completion(
     ended_with_eos: bool,
     logprobs: Sequence[float] = (),
     certainties: Sequence[float] = (),
+    confidences: Sequence[float] = (),
 ) -> Completion:
     """Cut the token pieces at the first stop string and classify the finish.
 
@@ -47,6 +48,7 @@ def build_completion(
             token_texts=tuple(pieces[:n]),
             token_logprobs=tuple(logprobs[:n]),
             token_certainties=tuple(certainties[:n]),
+            token_confidences=tuple(confidences[:n]),
         )
     n = len(pieces) + (1 if ended_with_eos else 0)
     reason: FinishReason = "eos" if ended_with_eos else "length"
@@ -58,6 +60,7 @@ def build_completion(
         token_texts=tuple(pieces),
         token_logprobs=tuple(logprobs[: len(pieces)]),
         token_certainties=tuple(certainties[: len(pieces)]),
+        token_confidences=tuple(confidences[: len(pieces)]),
     )
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from testtime.confidence import TOP_K
 from testtime.policy.model_files import ModelSource, cache_root, materialize, resolve
 from testtime.types import SamplingParams
 
@@ -111,12 +112,15 @@ def chat_end_ids(tokenizer: Any) -> set[int]:
     return ids
 
 
-def token_stats(logits: np.ndarray, token: int, log_v: float) -> tuple[float, float]:
-    """(log p(token), self-certainty) under the unwarped next-token distribution."""
+def token_stats(logits: np.ndarray, token: int, log_v: float) -> tuple[float, float, float]:
+    """(log p(token), self-certainty, DeepConf confidence) under the unwarped next-token
+    distribution (confidence: minus the mean log-prob of the top-20 tokens)."""
     x = logits.astype(np.float64)
     m = float(x.max())
     lse = m + math.log(float(np.exp(x - m).sum()))
-    return float(x[token]) - lse, (lse - float(x.mean()) - log_v) / log_v
+    k = min(TOP_K, x.size)
+    top = np.partition(x, x.size - k)[x.size - k:]
+    return float(x[token]) - lse, (lse - float(x.mean()) - log_v) / log_v, lse - float(top.mean())
 
 
 def sample_token(logits: np.ndarray, params: SamplingParams,

@@ -218,7 +218,7 @@ class HFPolicy(AsyncResource):
         with torch.inference_mode():
             out = self.model.generate(**enc, **kwargs)
         new = out[:, enc["input_ids"].shape[1] :]
-        logprobs, certainties = stats.finish(new[:, -1])
+        logprobs, certainties, confidences = stats.finish(new[:, -1])
         eos = set(self.eos_ids)
         results = []
         for i, ids in enumerate(new.tolist()):
@@ -234,6 +234,7 @@ class HFPolicy(AsyncResource):
                     ended_with_eos=end is not None,
                     logprobs=logprobs[i] if logprobs else (),
                     certainties=certainties[i] if certainties else (),
+                    confidences=confidences[i] if confidences else (),
                 )
             )
         return results

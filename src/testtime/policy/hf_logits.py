@@ -7,6 +7,8 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+from testtime.confidence import TOP_K
+
 
 class RowSampler:
     """Logits processor that samples every row with its own generator (temperature, top-p)
@@ -47,12 +49,14 @@ class RowSampler:
 
 
 class TokenStats:
-    """Logits processor that records sampled-token log-probs and self-certainty per step."""
+    """Logits processor that records, per step and row, the sampled token's log-prob, the
+    self-certainty and DeepConf's token confidence (minus the mean top-20 log-prob)."""
 
     def __init__(self, vocab_size: int) -> None:
         self.log_v = math.log(vocab_size)
         self.logprobs: list[Any] = []
         self.certainty: list[Any] = []
+        self.confidence: list[Any] = []
         self._prev: Any = None
 
     def __call__(self, input_ids: Any, scores: Any) -> Any:
@@ -63,14 +67,19 @@ class TokenStats:
         logp = torch.log_softmax(scores.float(), dim=-1)
         # KL(uniform || p) = -log V - mean_j log p_j, normalised by log V.
         self.certainty.append((-logp.mean(dim=-1) - self.log_v) / self.log_v)
+        k = min(TOP_K, logp.shape[-1])
+        self.confidence.append(-logp.topk(k, dim=-1).values.mean(dim=-1))
         self._prev = logp
         return scores
 
-    def finish(self, last_tokens: Any) -> tuple[list[list[float]], list[list[float]]]:
+    def finish(self, last_tokens: Any) -> tuple[list[list[float]], list[list[float]],
+                                                list[list[float]]]:
+        """Per row: log-probs, self-certainties, token confidences."""
         import torch
 
         if self._prev is not None:
             self.logprobs.append(self._prev.gather(1, last_tokens[:, None]).squeeze(1))
         lp = torch.stack(self.logprobs, 1).tolist() if self.logprobs else []
         ce = torch.stack(self.certainty, 1).tolist() if self.certainty else []
-        return lp, ce
+        co = torch.stack(self.confidence, 1).tolist() if self.confidence else []
+        return lp, ce, co

@@ -60,6 +60,7 @@ class Row:
     ids: list[int] = field(default_factory=list)
     logprobs: list[float] = field(default_factory=list)
     certainties: list[float] = field(default_factory=list)
+    confidences: list[float] = field(default_factory=list)
     text: bytearray = field(default_factory=bytearray)
     eos: bool = False
     done: bool = False
@@ -130,13 +131,14 @@ class BatchDecoder:
 
         def accept(row: Row, logits: np.ndarray) -> None:
             tok = sample_token(logits, params, row.rng)
-            lp, ce = token_stats(logits, tok, self._log_v)
+            lp, ce, co = token_stats(logits, tok, self._log_v)
             if tok in self.eos_ids:
                 row.eos = row.done = True
                 return
             row.ids.append(tok)
             row.logprobs.append(lp)
             row.certainties.append(ce)
+            row.confidences.append(co)
             start = max(0, len(row.text) - longest)
             row.text += self.piece(tok)
             if len(row.ids) >= row.max_tokens or any(s in row.text[start:] for s in stops):

@@ -250,6 +250,7 @@ class LlamaCppPolicy(AsyncResource):
                 ended_with_eos=r.eos,
                 logprobs=r.logprobs,
                 certainties=r.certainties,
+                confidences=r.confidences,
             )
             for r in states
         ]

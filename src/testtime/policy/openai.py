@@ -13,8 +13,9 @@ exponential backoff (on another server when there is one), then fail with an err
 URL. ``/v1/models`` is checked once at start, so a server that is down or serves another model
 fails at once with a clear message.
 
-Servers report sampled-token log-probabilities (``logprobs=1``) but not the full distribution,
-so ``token_certainties`` stay empty: self-certainty scoring needs an in-process backend.
+Servers report the sampled token's log-probability and the top 20 (``logprobs=20``, DeepConf's
+token confidence) but not the full distribution, so ``token_certainties`` stay empty:
+self-certainty scoring needs an in-process backend.
 
 This module holds the settings, the prompts and the mapping of returned choices onto
 completions; the HTTP side (server checks, load spreading, retries) is
@@ -29,6 +30,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from testtime.confidence import token_confidence
 from testtime.policy.completion import build_completion
 from testtime.policy.hf import render_prompt, token_pieces
 from testtime.policy.openai_http import (  # noqa: F401  (re-exported for callers)
@@ -66,6 +68,9 @@ class OpenAIPolicyConfig:
     """First retry delay; doubled at each retry, with jitter."""
     max_backoff_s: float = 30.0
     """Cap on one retry delay."""
+    top_logprobs: int = 20
+    """Top log-probabilities asked per token (``logprobs`` of the request): DeepConf's token
+    confidence averages them (its 20); 0 asks for the sampled token's only."""
     server_extras: dict[str, Any] | None = None
     """Extra request fields; None picks them from the server family (``SERVER_EXTRAS``)."""
     trust_remote_code: bool = False
@@ -77,6 +82,8 @@ class OpenAIPolicyConfig:
         for url in self.base_urls:
             if not url.startswith(("http://", "https://")):
                 raise ValueError(f"openai: base URL {url!r} must start with http:// or https://")
+        if self.top_logprobs < 0:
+            raise ValueError(f"openai.top_logprobs must be >= 0, got {self.top_logprobs}")
         for name in ("max_concurrency",):
             if getattr(self, name) < 1:
                 raise ValueError(f"openai.{name} must be >= 1, got {getattr(self, name)}")
@@ -161,7 +168,7 @@ class OpenAIPolicy(AsyncResource):
             "temperature": params.temperature,
             "top_p": params.top_p if params.temperature > 0 else 1.0,
             "n": 1,
-            "logprobs": 1,
+            "logprobs": max(1, self.config.top_logprobs),
             **self.extras,
         }
         if params.stop:
@@ -178,20 +185,22 @@ class OpenAIPolicy(AsyncResource):
         lp = choice.get("logprobs") or {}
         tokens = [str(t) for t in (lp.get("tokens") or [])]
         logprobs = [float(x) if x is not None else 0.0 for x in (lp.get("token_logprobs") or [])]
+        confidences = self._confidences(lp.get("top_logprobs"), len(tokens))
         pieces = _covering(tokens, text, params.stop) if len(logprobs) == len(tokens) else None
         if pieces is not None:
-            logprobs = logprobs[: len(pieces)]
+            logprobs, confidences = logprobs[: len(pieces)], confidences[: len(pieces)]
         else:  # no usable token list (or bytes-escaped pieces): re-tokenise the text
             ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
             pieces = token_pieces(self.tokenizer, ids)
             logprobs = logprobs if len(logprobs) == len(pieces) else []
+            confidences = confidences if len(confidences) == len(pieces) else []
         finish = choice.get("finish_reason")
         stop_reason = choice.get("stop_reason")
         joined = "".join(pieces)
         has_stop = any(s and s in joined for s in params.stop)
         if finish == "stop" and not has_stop and isinstance(stop_reason, str) and stop_reason:
             # The server cut the stop string off the text and its tokens: put it back.
-            pieces, logprobs = [*pieces, stop_reason], []
+            pieces, logprobs, confidences = [*pieces, stop_reason], [], []
             has_stop = True
         return build_completion(
             pieces,
@@ -199,7 +208,18 @@ class OpenAIPolicy(AsyncResource):
             stop=params.stop,
             ended_with_eos=finish == "stop" and not has_stop,
             logprobs=logprobs,
+            confidences=confidences,
         )
+
+    def _confidences(self, top: Any, n: int) -> list[float]:
+        """DeepConf token confidences from ``top_logprobs`` (one dict per token), or none
+        when the server sent fewer than ``top_logprobs`` alternatives per token."""
+        k = self.config.top_logprobs
+        if not k or not isinstance(top, list) or len(top) != n:
+            return []
+        if not all(isinstance(d, dict) and len(d) >= k for d in top):
+            return []
+        return [token_confidence([float(v) for v in d.values()]) for d in top]
 
 
 def _covering(tokens: list[str], text: str, stop: Sequence[str]) -> list[str] | None:

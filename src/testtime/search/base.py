@@ -37,6 +37,8 @@ duplicate of a sibling, as the paper's code does)."""
 Semantics = Literal["paper", "sal"]
 """Whose search decisions to reproduce: ``paper`` (Liu et al. 2025's code,
 ``RyanLiu112/compute-optimal-tts``) or ``sal`` (``huggingface/search-and-learn``)."""
+StopCriterion = Literal["beta", "dirichlet"]
+"""Adaptive self-consistency's stopping rule (Aggarwal et al. 2023)."""
 AnswerGrouping = Literal["string", "equivalence"]
 """How votes group answers: ``string`` (the paper's code: the normalised answer string, and a
 path without an answer votes for the empty answer) or ``equivalence`` (Math-Verify classes;
@@ -48,7 +50,8 @@ class SearchConfig:
     """Search settings, apart from engine settings and per-request sampling."""
 
     method: str = "best_of_n"
-    """Registered search method name (``cot``, ``best_of_n``, ``beam_search``, ``dvts``)."""
+    """Registered search method name (``cot``, ``best_of_n``, ``beam_search``, ``dvts``,
+    ``particle_filtering``, ``adaptive_sc``, ``adaptive``)."""
     n: int = 4
     """Budget N: generations (Best-of-N samples; samples at a beam search's root; DVTS
     subtrees x M). Methods differ in how many final paths they return for it."""
@@ -70,11 +73,32 @@ class SearchConfig:
     filter_duplicates: bool = False
     """search-and-learn beam search only: drop active beams whose whole text repeats an
     earlier one (its recipes turn this on; its default is off)."""
+    pf_temperature: float = 1.0
+    """Particle filtering: softmax temperature of the resampling weights ``logit(score) / T``
+    (Puri et al.'s default 1.0)."""
+    pf_resample_finished: bool = False
+    """Particle filtering: finished particles take part in resampling (the authors' run
+    script); by default they are kept and only unfinished ones are resampled."""
+    sc_threshold: float = 0.95
+    """Adaptive self-consistency: stop once P(leading answer is the majority) reaches it
+    (Aggarwal et al.'s 0.95)."""
+    sc_criterion: StopCriterion = "beta"
+    """Adaptive self-consistency: ``beta`` (the paper's default) or ``dirichlet``."""
+    sc_round: int = 1
+    """Adaptive self-consistency: samples drawn between checks (the paper checks after each)."""
 
     def __post_init__(self) -> None:
-        for name in ("n", "beam_width", "max_depth", "max_step_tokens", "max_path_tokens"):
+        for name in ("n", "beam_width", "max_depth", "max_step_tokens", "max_path_tokens",
+                     "sc_round"):
             if getattr(self, name) < 1:
                 raise ValueError(f"search.{name} must be >= 1, got {getattr(self, name)}")
+        if not self.pf_temperature > 0:
+            raise ValueError(f"search.pf_temperature must be > 0, got {self.pf_temperature}")
+        if not 0 < self.sc_threshold <= 1:
+            raise ValueError(f"search.sc_threshold must be in (0, 1], got {self.sc_threshold}")
+        if self.sc_criterion not in ("beta", "dirichlet"):
+            raise ValueError(f"search.sc_criterion must be beta or dirichlet, got "
+                             f"{self.sc_criterion!r}")
         if self.lookahead < 0:
             raise ValueError(f"search.lookahead must be >= 0, got {self.lookahead}")
         if self.semantics not in ("paper", "sal"):

@@ -10,6 +10,8 @@ A sample's steps are its blank-line-separated pieces (blank pieces dropped, as t
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from testtime.search.base import (
     Candidate,
     Compute,
@@ -29,6 +31,14 @@ async def sample_paths(
     params = ctx.params(n=n, max_tokens=ctx.search.max_path_tokens,
                         seed=problem_seed(ctx.sampling.seed, problem.id), greedy=greedy)
     [outs] = await ctx.generate([ctx.request(problem, "", params)], compute)
+    result = await paths_result(problem, ctx, outs, compute)
+    result.independent_prefixes, result.budget = not greedy, n
+    return result
+
+
+async def paths_result(problem: Problem, ctx: SearchContext, outs: Sequence[Completion],
+                       compute: Compute) -> SearchResult:
+    """Complete samples as candidates (sample i is unit i), every step scored in one call."""
     paths = [ctx.steps_of(c) for c in outs]
     scores = await ctx.score([ScoreRequest(problem.problem, tuple(p)) for p in paths], compute)
     tree: list[TreeNode] = []
@@ -42,7 +52,7 @@ async def sample_paths(
         if ids:
             tree[ids[-1]].status = "finished"
         candidates.append(Candidate(steps, list(sc), _reason(c, steps), ids, origin=i))
-    return SearchResult(candidates, compute, tree, independent_prefixes=not greedy, budget=n)
+    return SearchResult(candidates, compute, tree)
 
 
 def _reason(c: Completion, steps: list[Step]) -> str:

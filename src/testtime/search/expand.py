@@ -86,6 +86,7 @@ def as_step(ctx: SearchContext, completion: Completion, text: str | None = None)
         logprob_sum=sum(lps) if lps else None,
         certainty_sum=sum(ces) if ces else None,
         truncated=completion.finish_reason == "length",
+        token_confidences=tuple(x for s in steps for x in s.token_confidences),
     )
 
 

@@ -1,0 +1,62 @@
+"""What ``testtime run`` needs besides its options: the retry policy and Ray executor, the
+bare ``--ray`` flag, awaiting a job under an executor, and printing a summary."""
+
+from __future__ import annotations
+
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+from testtime.cli.common import RAY_LOCAL, fail, show
+from testtime.config import RunConfig
+
+T = TypeVar("T")
+
+
+def print_summary(summary: dict[str, Any], summary_tables: Any) -> None:
+    show(*summary_tables(summary))
+    if "adaptive" in summary:
+        from testtime.analysis.adaptive_summary import adaptive_table
+
+        show(adaptive_table(summary["adaptive"]))
+
+
+def fill_ray_flag(argv: list[str]) -> list[str]:
+    """``--ray`` given without a value (last, or before another option) -> ``--ray local``."""
+    out: list[str] = []
+    for i, arg in enumerate(argv):
+        out.append(arg)
+        if arg == "--":  # everything after it is an argument
+            return out + argv[i + 1 :]
+        if arg == "--ray" and (i + 1 == len(argv) or argv[i + 1].startswith("-")):
+            out.append(RAY_LOCAL)
+    return out
+
+
+def retry_and_executor(
+    cfg: RunConfig, ray: str | None, ray_actors: int | None, gpus_per_actor: float | None,
+    max_retries: int,
+) -> tuple[Any, Any]:
+    """The retry policy and, with ``--ray``, the Ray executor (Ray is imported only later,
+    when the executor starts)."""
+    from testtime.retry import RetryPolicy
+
+    if max_retries < 0:
+        fail(f"--max-retries {max_retries}: must be >= 0")
+    retry = RetryPolicy(max_retries=max_retries)
+    if ray is None:
+        if ray_actors is not None or gpus_per_actor is not None:
+            fail("--ray-actors/--gpus-per-actor only apply with --ray")
+        return retry, None
+    from testtime.distributed import RayExecutor, RayOptions
+
+    options = RayOptions(address=None if ray == RAY_LOCAL else ray, actors=ray_actors,
+                         gpus_per_actor=gpus_per_actor)
+    return retry, RayExecutor(cfg, options)
+
+
+async def run_with(executor: Any, job: Coroutine[Any, Any, T]) -> T:
+    """Await ``job`` while the executor (if any) is open; close it whatever happens."""
+    if executor is None:
+        return await job
+    async with executor:
+        return await job
