@@ -41,6 +41,7 @@ from testtime.search.base import SearchResult
 from testtime.search.compute import ATTEMPTS, Compute, difference
 from testtime.store import RecordStore, RunLock, dump_json
 from testtime.summary import summarize
+from testtime.timeline import TIMELINE
 from testtime.types import Problem
 
 if TYPE_CHECKING:
@@ -105,7 +106,7 @@ async def _run_locked(config: RunConfig, out_dir: Path, problems: list[Problem],
     prepare_run_dir(out_dir, config, resume, overwrite, {p.id for p in problems})
     store = RecordStore(out_dir / RESULTS_FILE, writer=True)
     todo = [p for p in problems if p.id not in store.done_ids()]
-    start = time.perf_counter()
+    start, mark = time.perf_counter(), TIMELINE.mark()
     batch_stats = engine_stats = None
     with Grader() as grader:
         if todo and executor is not None:
@@ -123,11 +124,14 @@ async def _run_locked(config: RunConfig, out_dir: Path, problems: list[Problem],
                                  grader=grader) as b:
                 batch_stats, engine_stats = await _run_built(b, todo, config, store, grader,
                                                              progress, len(problems), retry)
-    wall = time.perf_counter() - start
+    end = time.perf_counter()
+    wall = end - start
     records = [store.records[p.id] for p in problems if p.id in store.records]
     summary = summarize(config, records, total=len(problems), wall_time_s=wall,
                         computed=len(todo), batch_stats=batch_stats,
                         engine_stats=engine_stats)
+    if todo:  # where this invocation's wall went (engines of other processes not seen)
+        summary["timeline"] = TIMELINE.split(start, end, mark)
     own = method_summary(config, records) if records else None
     if own is not None:
         summary[config.search.method] = own
@@ -189,7 +193,8 @@ async def _run_problems(
                 result, attempts = await retry_async(
                     lambda: search(problem), retry, what=f"problem {problem.id}")
                 succeeded = result.compute
-                record = await build_record(problem, result, config, grader)
+                with TIMELINE.span("grading"):
+                    record = await build_record(problem, result, config, grader)
             except Exception as exc:  # noqa: BLE001  (recorded; the run goes on, --resume retries)
                 log.error("problem %s failed: %s", problem.id, exc)
                 record = error_record(problem, config, exc)

@@ -19,6 +19,7 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
+from testtime.timeline import TIMELINE
 from testtime.types import Completion, GenerationRequest, SamplingParams
 
 #: Signature of the blocking backend call: rows are (request, row seed) pairs, one per sampled
@@ -154,7 +155,7 @@ class RequestBatcher:
     def _call(
         self, rows: list[tuple[GenerationRequest, int | None]], params: SamplingParams
     ) -> list[Completion]:
-        with self._device_lock:
+        with self._device_lock, TIMELINE.span("policy"):
             outs = self._fn(rows, params)
         if len(outs) != len(rows):
             raise RuntimeError(f"backend returned {len(outs)} completions for {len(rows)} rows")

