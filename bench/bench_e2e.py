@@ -80,8 +80,13 @@ def build_models(root: Path, tok_path: Path, args: argparse.Namespace) -> tuple[
     """Random policy and Skywork-layout PRM under ``root``; (policy dir, PRM dir)."""
     import torch
     from safetensors.torch import save_file
-    from transformers import AutoTokenizer, GenerationConfig, Qwen2Config, Qwen2ForCausalLM, \
-        Qwen2Model
+    from transformers import (
+        AutoTokenizer,
+        GenerationConfig,
+        Qwen2Config,
+        Qwen2ForCausalLM,
+        Qwen2Model,
+    )
 
     tok = AutoTokenizer.from_pretrained(tok_path)
     vocab = len(tok)
@@ -154,7 +159,9 @@ class GpuSampler:
 def run_one(spec: str, policy: Path, prm: Path, out: Path, args: argparse.Namespace) -> dict[
         str, Any]:
     method, n, *width = spec.split(":")
-    cmd = [sys.executable, "-m", "testtime.cli", "run", "--dataset", args.dataset,
+    # --profile: the whole CLI under cProfile (host-side Python only; it slows that part)
+    prof = ["-m", "cProfile", "-o", str(out) + ".prof"] if args.profile else []
+    cmd = [sys.executable, *prof, "-m", "testtime.cli", "run", "--dataset", args.dataset,
            "--limit", str(args.limit), "--policy", f"hf:{policy}", "--prm", f"skywork:{prm}",
            "--method", method, "--n", n, "--beam-width", width[0] if width else "4",
            "--max-step-tokens", str(args.max_step_tokens), "--max-depth", str(args.max_depth),
@@ -164,16 +171,24 @@ def run_one(spec: str, policy: Path, prm: Path, out: Path, args: argparse.Namesp
            "--no-progress", "--json", "--overwrite", "--out", str(out), *args.extra]
     if args.data_dir:
         cmd += ["--data-dir", args.data_dir]
-    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "HF_HUB_OFFLINE": "1"}
+    src = str(args.src.resolve()) if args.src else str(REPO / "src")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [src, *filter(None, [os.environ.get("PYTHONPATH")])]), "HF_HUB_OFFLINE": "1"}
+    out.parent.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     with GpuSampler() as gpu:
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
     wall = time.perf_counter() - started
     if proc.returncode != 0:
         raise SystemExit(f"{spec}: testtime run failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
+    if args.profile:
+        import pstats
+
+        with open(str(out) + ".prof.txt", "w") as fh:
+            pstats.Stats(str(out) + ".prof", stream=fh).sort_stats("tottime").print_stats(40)
     summary = json.loads((out / "summary.json").read_text())
     c = summary["compute"]
-    return {"run": spec, "problems": summary["completed"], "process_wall_s": round(wall, 1),
+    return {"run": f"{args.label}{spec}", "problems": summary["completed"], "process_wall_s": round(wall, 1),
             "run_wall_s": round(summary["wall_time_s"], 1),
             "completion_tokens": c["completion_tokens"], "prompt_tokens": c["prompt_tokens"],
             "prm_tokens": c["scored_tokens"],
@@ -201,6 +216,11 @@ def main() -> None:
     ap.add_argument("--max-batch-seqs", type=int, default=256)
     ap.add_argument("--concurrency", type=int, default=64)
     ap.add_argument("--out", type=Path, default=None, help="keep the run directories here")
+    ap.add_argument("--src", type=Path, default=None,
+                    help="the testtime sources to run (another checkout's src/, to compare)")
+    ap.add_argument("--label", default="", help="prefix of each row's name")
+    ap.add_argument("--profile", action="store_true",
+                    help="run each under cProfile; RUN.prof.txt beside the run directories")
     ap.add_argument("--json", type=Path, default=None, help="also write the rows here")
     ap.add_argument("extra", nargs="*", help="more `testtime run` options, after --")
     args = ap.parse_args()
@@ -212,20 +232,22 @@ def main() -> None:
         policy, prm = build_models(root, tokenizer_dir(args.tokenizer), args)
         print(f"models built in {time.perf_counter() - t:.0f} s", file=sys.stderr, flush=True)
         for spec in args.runs.split(","):
-            rows.append(run_one(spec, policy, prm, out / spec.replace(":", "-"), args))
+            rows.append(run_one(spec, policy, prm, out / f"{args.label}{spec}".replace(":", "-"),
+                               args))
             print(json.dumps(rows[-1]), flush=True)
     finally:
         shutil.rmtree(root / "policy", ignore_errors=True)
         shutil.rmtree(root / "prm", ignore_errors=True)
     print("\n| run | problems | wall | completion tok | prompt tok | PRM tok read | completion "
-          "tok/s | mean GPU util | GPU busy | policy / PRM / grading / idle s |")
+          "tok/s | mean GPU util | GPU busy | load / policy / PRM / grading / idle s |")
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
     for r in rows:
         tl = r["timeline"] or {}
         print(f"| {r['run']} | {r['problems']} | {r['run_wall_s']} s | {r['completion_tokens']:,}"
               f" | {r['prompt_tokens']:,} | {r['prm_tokens']:,} | {r['completion_tok_s']} | "
-              f"{r['gpu_util_mean']} % | {r['gpu_busy_share']} | {tl.get('policy_s')} / "
-              f"{tl.get('prm_s')} / {tl.get('grading_s')} / {tl.get('idle_s')} |")
+              f"{r['gpu_util_mean']} % | {r['gpu_busy_share']} | {tl.get('load_s')} / "
+              f"{tl.get('policy_s')} / {tl.get('prm_s')} / {tl.get('grading_s')} / "
+              f"{tl.get('idle_s')} |")
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2) + "\n")
 

@@ -23,7 +23,7 @@ def test_split_by_hand() -> None:
     t.add("grading", 8.0, 9.0)
     t.add("policy", 20.0, 30.0)  # outside the window
     got = t.split(0.0, 10.0)
-    assert got == {"policy_s": 3.0, "prm_s": 1.5, "grading_s": 1.0, "busy_s": 5.0,
+    assert got == {"load_s": 0.0, "policy_s": 3.0, "prm_s": 1.5, "grading_s": 1.0, "busy_s": 5.0,
                    "idle_s": 5.0}
     mark = t.mark()
     t.add("prm", 5.0, 6.0)
@@ -38,8 +38,8 @@ def test_the_oldest_half_is_dropped_past_the_cap(monkeypatch: pytest.MonkeyPatch
     mark = t.mark()
     for i in range(8, 12):  # the 11th add drops 5
         t.add("prm", i, i + 0.5)
-    assert t.split(0.0, 100.0, mark) == {"policy_s": 0.0, "prm_s": 2.0, "grading_s": 0.0,
-                                          "busy_s": 2.0, "idle_s": 98.0}
+    assert t.split(0.0, 100.0, mark) == {"load_s": 0.0, "policy_s": 0.0, "prm_s": 2.0,
+                                          "grading_s": 0.0, "busy_s": 2.0, "idle_s": 98.0}
 
 
 def test_a_run_summary_says_where_the_wall_went(tmp_path: Path) -> None:
@@ -53,6 +53,6 @@ def test_a_run_summary_says_where_the_wall_went(tmp_path: Path) -> None:
     out = asyncio.run(run(cfg, tmp_path / "run", policy=ScriptedPolicy(slow),
                           scorer=RuleScorer(lambda *a: 0.5), progress=False))
     split = out.summary["timeline"]
-    assert split["policy_s"] >= 0.05 and split["grading_s"] > 0
+    assert split["policy_s"] >= 0.05 and split["grading_s"] > 0 and split["load_s"] >= 0
     assert split["busy_s"] + split["idle_s"] == pytest.approx(out.summary["wall_time_s"],
                                                               abs=0.01)

@@ -122,6 +122,7 @@ async def _run_locked(config: RunConfig, out_dir: Path, problems: list[Problem],
         elif todo:
             async with build_run(config, problems, policy=policy, scorer=scorer,
                                  grader=grader) as b:
+                TIMELINE.add("load", start, time.perf_counter())  # building policy and scorer
                 batch_stats, engine_stats = await _run_built(b, todo, config, store, grader,
                                                              progress, len(problems), retry)
     end = time.perf_counter()

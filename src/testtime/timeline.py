@@ -1,7 +1,7 @@
 """Where a run's wall time goes: intervals of policy batches, PRM forwards and grading.
 
 The backends add an interval around each blocking call (a policy batch under the device lock,
-a PRM engine call, a problem's grading); :meth:`Timeline.split` turns them into seconds of
+a PRM engine call, a problem's grading; the runner adds the models' loading); :meth:`Timeline.split` turns them into seconds of
 the wall during which each kind was running (overlaps of one kind counted once), and the time
 during which *nothing* was running: host-side work between calls (search logic, tokenising,
 the event loop), where an accelerator sits idle. The runner puts the split in
@@ -17,7 +17,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-KINDS = ("policy", "prm", "grading")
+KINDS = ("load", "policy", "prm", "grading")
 #: Intervals kept; past it the oldest half is dropped (a long-lived server adds forever).
 MAX_SPANS = 200_000
 
