@@ -34,7 +34,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 REPO = Path(__file__).resolve().parents[1]
 ASSETS = REPO / "bench" / ".assets" / "qwen2.5-tokenizer"
@@ -130,7 +130,7 @@ class GpuSampler:
         self._proc: subprocess.Popen[str] | None = None
         self._thread: threading.Thread | None = None
 
-    def __enter__(self) -> GpuSampler:
+    def __enter__(self) -> Self:
         if shutil.which("nvidia-smi"):
             self._proc = subprocess.Popen(
                 ["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits",
