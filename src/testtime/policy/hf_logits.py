@@ -9,14 +9,46 @@ from typing import Any
 
 from testtime.confidence import TOP_K
 
+#: SplitMix64 constants as signed 64-bit integers (torch has no uint64 arithmetic; signed
+#: multiplication wraps the same way, and shifts are masked to be logical).
+_GOLDEN = 0x9E3779B97F4A7C15 - 2**64
+_MIX1 = 0xBF58476D1CE4E5B9 - 2**64
+_MIX2 = 0x94D049BB133111EB - 2**64
+#: Bits of a uniform draw (float32 holds 24 exactly).
+_UNIFORM_BITS = 24
+
+
+def _srl(x: Any, n: int) -> Any:
+    """Logical right shift of an int64 tensor."""
+    return (x >> n) & ((1 << (64 - n)) - 1)
+
+
+def _splitmix(x: Any) -> Any:
+    """SplitMix64's finaliser, elementwise on an int64 tensor: a counter-based hash, so a
+    row's random stream is a pure function of (seed, step) whatever the batch holds."""
+    z = x + _GOLDEN
+    z = (z ^ _srl(z, 30)) * _MIX1
+    z = (z ^ _srl(z, 27)) * _MIX2
+    return z ^ _srl(z, 31)
+
+
+def row_uniforms(keys: Any, step: int) -> Any:
+    """One uniform in (0, 1) per row key for decode step ``step`` (float32, same device)."""
+    salt = (step * 0xBF58476D1CE4E5B9 + 1) % 2**64  # a distinct odd 64-bit salt per step
+    z = _splitmix(_splitmix(keys) ^ (salt - 2**64 if salt >= 2**63 else salt))
+    return (_srl(z, 64 - _UNIFORM_BITS).float() + 0.5) * 2.0 ** -_UNIFORM_BITS
+
 
 class RowSampler:
-    """Logits processor that samples every row with its own generator (temperature, top-p)
-    and leaves only the drawn token, so ``generate`` (greedy) takes it.
+    """Logits processor that samples every row with its own seed (temperature, top-p) and
+    leaves only the drawn token, so ``generate`` (greedy) takes it.
 
-    A row's draws depend only on its own seed and logits, never on the other rows of the
-    batch: a request gives the same samples alone or batched with any others. Unseeded rows
-    draw from generators seeded by torch's global generator.
+    A row's draw at step ``t`` is inverse-CDF sampling with a uniform that is a hash of
+    (row seed, ``t``) alone, so a request gives the same samples alone or batched with any
+    others. The whole batch is sampled in a few tensor operations, without a per-row loop (a
+    loop of ``multinomial`` calls with per-row generators costs two kernel launches a row at
+    every decode step: the host, not the GPU, then bounds a large batch). Unseeded rows get
+    seeds drawn from torch's global generator.
     """
 
     def __init__(self, seeds: Sequence[int | None], temperature: float, top_p: float,
@@ -25,27 +57,29 @@ class RowSampler:
 
         self.temperature = temperature
         self.top_p = top_p
-        self.generators = []
-        for s in seeds:
-            g = torch.Generator(device=device)
-            g.manual_seed(int(s) % 2**63 if s is not None
-                          else int(torch.randint(0, 2**62, (1,)).item()))
-            self.generators.append(g)
+        keys = [int(s) % 2**63 if s is not None
+                else int(torch.randint(0, 2**62, (1,)).item()) for s in seeds]
+        self.keys = torch.tensor(keys, dtype=torch.int64, device=device)
+        self.step = 0
 
     def __call__(self, input_ids: Any, scores: Any) -> Any:
         import torch
 
         probs = torch.softmax(scores.float() / self.temperature, dim=-1)
+        order = None
         if self.top_p < 1.0:  # the smallest set of most likely tokens holding top_p of the mass
-            sorted_p, order = probs.sort(dim=-1, descending=True)
-            before = sorted_p.cumsum(dim=-1) - sorted_p
-            sorted_p = sorted_p.masked_fill(before >= self.top_p, 0.0)
-            probs = torch.zeros_like(probs).scatter(-1, order, sorted_p)
-        out = torch.full_like(scores, float("-inf"))
-        for row, g in enumerate(self.generators):
-            token = torch.multinomial(probs[row], 1, generator=g)
-            out[row, token] = 0.0
-        return out
+            probs, order = probs.sort(dim=-1, descending=True)
+            before = probs.cumsum(dim=-1) - probs
+            probs = probs.masked_fill(before >= self.top_p, 0.0)
+        cdf = probs.cumsum(dim=-1)
+        u = row_uniforms(self.keys, self.step) * cdf[:, -1]  # float32 sums fall short of 1
+        self.step += 1
+        token = torch.searchsorted(cdf, u[:, None]).clamp_(max=cdf.shape[-1] - 1)
+        # A zero-probability token can sit where the CDF is flat only if u lands exactly on
+        # a step edge; searchsorted (left) returns the first index reaching u, which has p > 0.
+        if order is not None:
+            token = order.gather(1, token)
+        return torch.full_like(scores, float("-inf")).scatter_(1, token, 0.0)
 
 
 class TokenStats:
