@@ -1,7 +1,8 @@
 """Draw a record's search tree as inline SVG (no scripts; hover titles carry the step text).
 
 Layout: depth downwards; leaves get consecutive columns in depth-first order and a parent sits
-above the mean of its children. Node colour is the status (kept, pruned, finished, active) and
+above the mean of its children. Node colour is the status (every ``NodeStatus``: kept, pruned, finished, active, lookahead,
+dropped) and
 the label is the PRM score. Trees larger than ``MAX_NODES`` are cut breadth-first (noted).
 """
 
@@ -15,7 +16,10 @@ from typing import Any
 from testtime.records import NodeRecord, ProblemRecord
 
 MAX_NODES = 300
-COLORS = {"kept": "#4c72b0", "pruned": "#b0b0b0", "finished": "#2ca02c", "active": "#ff7f0e"}
+#: One colour per ``NodeStatus`` (tests check that none is missing): ``dropped`` are the paper's
+#: cut or duplicate steps, ``lookahead`` rollouts that only scored their parent.
+COLORS = {"kept": "#4c72b0", "pruned": "#b0b0b0", "finished": "#2ca02c", "active": "#ff7f0e",
+          "lookahead": "#c5b0d5", "dropped": "#e07070"}
 DX, DY, R, PAD = 34, 46, 11, 20
 #: Preferred methods for the report's trees: those whose trees branch.
 TREE_METHODS = ("beam_search", "particle_filtering", "dvts", "best_of_n")
