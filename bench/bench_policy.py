@@ -46,31 +46,45 @@ DATA = REPO.parent / "shared" / "datasets" / "math500.jsonl"
 VLLM_PYTHON = REPO / ".venv-vllm" / "bin" / "python"
 
 
-def start_vllm_server(python: Path, model: str, log: Path) -> tuple[subprocess.Popen[bytes], str]:
-    """``vllm serve MODEL`` (eager, 32-token blocks, fp32) on a free port; (process, URL)."""
-    import httpx
-
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+        return int(s.getsockname()[1])
+
+
+def launch(args: list[str], log: Path, name: str, probe: str, *, timeout_s: float,
+           poll_s: float, env: dict[str, str] | None = None,
+           new_session: bool = False) -> subprocess.Popen[bytes]:
+    """Start a server (output to ``log``) and wait until ``probe`` answers 200; the process.
+    Raises with the log's tail if it exits first, and kills it past ``timeout_s``."""
+    import httpx
+
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env,
+                                start_new_session=new_session)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{name} exited: {log.read_text()[-2000:]}")
+        try:
+            if httpx.get(probe, timeout=1).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            time.sleep(poll_s)
+    proc.kill()
+    raise TimeoutError(f"{name} did not start")
+
+
+def start_vllm_server(python: Path, model: str, log: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """``vllm serve MODEL`` (eager, 32-token blocks, fp32) on a free port; (process, URL)."""
+    port = free_port()
     args = [str(python), "-m", "vllm.entrypoints.openai.api_server", "--model", model,
             "--host", "127.0.0.1", "--port", str(port), "--dtype", "float32",
             "--enforce-eager", "--block-size", "32"]
     env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "4"}
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env,
-                                start_new_session=True)
-    deadline = time.monotonic() + 600
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"vllm serve exited: {log.read_text()[-2000:]}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                return proc, f"http://127.0.0.1:{port}/v1"
-        except httpx.HTTPError:
-            time.sleep(1)
-    proc.kill()
-    raise TimeoutError("vllm serve did not start")
+    proc = launch(args, log, "vllm serve", f"http://127.0.0.1:{port}/health", timeout_s=600,
+                  poll_s=1, env=env, new_session=True)
+    return proc, f"http://127.0.0.1:{port}/v1"
 
 
 def vllm_child(args: argparse.Namespace) -> dict[tuple[str, int], dict[str, float]]:
@@ -89,28 +103,13 @@ def vllm_child(args: argparse.Namespace) -> dict[tuple[str, int], dict[str, floa
 
 def start_server(gguf: Path, log: Path) -> tuple[subprocess.Popen[bytes], str]:
     """A llama-cpp-python server on a free port; returns (process, base URL) once it answers."""
-    import httpx
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     args = [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--host",
             "127.0.0.1", "--port", str(port), "--n_ctx", "16384", "--n_threads",
             str(os.cpu_count() or 1), "--interrupt_requests", "false", "--verbose", "false"]
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/v1"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"llama.cpp server exited: {log.read_text()[-2000:]}")
-        try:
-            if httpx.get(f"{url}/models", timeout=1).status_code == 200:
-                return proc, url
-        except httpx.HTTPError:
-            time.sleep(0.3)
-    proc.kill()
-    raise TimeoutError("llama.cpp server did not start")
+    proc = launch(args, log, "llama.cpp server", f"{url}/models", timeout_s=120, poll_s=0.3)
+    return proc, url
 
 
 def build(name: str, max_batch: int, gguf: Path, server_url: str | None,
