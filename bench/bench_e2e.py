@@ -9,7 +9,8 @@ it). A random model almost never writes a blank line, so the policy's
 ``generation_config.json`` carries a ``sequence_bias`` on every token holding ``"\\n\\n"``,
 sized so that a step lasts about ``--step-tokens`` tokens at the run's temperature.
 
-Per run: wall, completion / prompt / PRM tokens, tokens per second, mean GPU utilisation and
+Per run: wall, completion / prompt / PRM tokens (billed: every path in full; computed: what the
+PRM ran after reusing the keys/values of scored prefixes), tokens per second, mean GPU utilisation and
 the share of 0.5 s samples in which the GPU was busy (``nvidia-smi``), and the run's own split
 of its wall (``summary.json`` ``timeline``: policy batches, PRM forwards, grading, idle).
 
@@ -156,9 +157,10 @@ class GpuSampler:
                 "gpu_busy_share": round(sum(x > 0 for x in s) / len(s), 3) if s else None}
 
 
-def run_one(spec: str, policy: Path, prm: Path, out: Path, args: argparse.Namespace) -> dict[
-        str, Any]:
+def run_one(spec: str, policy: Path, prm: Path, out: Path, args: argparse.Namespace,
+            kv_cache_gb: str | None = None) -> dict[str, Any]:
     method, n, *width = spec.split(":")
+    kv = ["--prm-kv-cache-gb", kv_cache_gb] if kv_cache_gb is not None else []
     # --profile: the whole CLI under cProfile (host-side Python only; it slows that part)
     prof = ["-m", "cProfile", "-o", str(out) + ".prof"] if args.profile else []
     cmd = [sys.executable, *prof, "-m", "testtime.cli", "run", "--dataset", args.dataset,
@@ -168,7 +170,7 @@ def run_one(spec: str, policy: Path, prm: Path, out: Path, args: argparse.Namesp
            "--max-path-tokens", str(args.max_path_tokens), "--temperature", str(args.temperature),
            "--device", args.device, "--dtype", "bfloat16" if args.device != "cpu" else "float32",
            "--max-batch-seqs", str(args.max_batch_seqs), "--concurrency", str(args.concurrency),
-           "--no-progress", "--json", "--overwrite", "--out", str(out), *args.extra]
+           "--no-progress", "--json", "--overwrite", "--out", str(out), *kv, *args.extra]
     if args.data_dir:
         cmd += ["--data-dir", args.data_dir]
     src = str(args.src.resolve()) if args.src else str(REPO / "src")
@@ -188,10 +190,13 @@ def run_one(spec: str, policy: Path, prm: Path, out: Path, args: argparse.Namesp
             pstats.Stats(str(out) + ".prof", stream=fh).sort_stats("tottime").print_stats(40)
     summary = json.loads((out / "summary.json").read_text())
     c = summary["compute"]
-    return {"run": f"{args.label}{spec}", "problems": summary["completed"], "process_wall_s": round(wall, 1),
+    name = f"{args.label}{spec}" + (f" kv={kv_cache_gb}" if kv_cache_gb is not None else "")
+    return {"run": name, "problems": summary["completed"], "process_wall_s": round(wall, 1),
             "run_wall_s": round(summary["wall_time_s"], 1),
             "completion_tokens": c["completion_tokens"], "prompt_tokens": c["prompt_tokens"],
             "prm_tokens": c["scored_tokens"],
+            # older sources (--src) do not count cached tokens: all were computed
+            "prm_tokens_computed": c["scored_tokens"] - c.get("scored_cached_tokens", 0),
             "completion_tok_s": round(c["completion_tokens"] / summary["wall_time_s"], 1),
             **gpu.stats(), "timeline": summary.get("timeline"),
             "policy_batches": summary.get("policy_batches")}
@@ -221,6 +226,9 @@ def main() -> None:
     ap.add_argument("--label", default="", help="prefix of each row's name")
     ap.add_argument("--profile", action="store_true",
                     help="run each under cProfile; RUN.prof.txt beside the run directories")
+    ap.add_argument("--kv-cache-gbs", default=None,
+                    help="run each of --runs once per --prm-kv-cache-gb value (comma-separated; "
+                         "0: the PRM rescores every path in full) [default: the CLI's default]")
     ap.add_argument("--json", type=Path, default=None, help="also write the rows here")
     ap.add_argument("extra", nargs="*", help="more `testtime run` options, after --")
     args = ap.parse_args()
@@ -231,20 +239,24 @@ def main() -> None:
         t = time.perf_counter()
         policy, prm = build_models(root, tokenizer_dir(args.tokenizer), args)
         print(f"models built in {time.perf_counter() - t:.0f} s", file=sys.stderr, flush=True)
+        kvs = args.kv_cache_gbs.split(",") if args.kv_cache_gbs else [None]
         for spec in args.runs.split(","):
-            rows.append(run_one(spec, policy, prm, out / f"{args.label}{spec}".replace(":", "-"),
-                               args))
-            print(json.dumps(rows[-1]), flush=True)
+            for kv in kvs:
+                name = f"{args.label}{spec}" + (f"-kv{kv}" if kv is not None else "")
+                rows.append(run_one(spec, policy, prm, out / name.replace(":", "-"), args, kv))
+                print(json.dumps(rows[-1]), flush=True)
     finally:
         shutil.rmtree(root / "policy", ignore_errors=True)
         shutil.rmtree(root / "prm", ignore_errors=True)
-    print("\n| run | problems | wall | completion tok | prompt tok | PRM tok read | completion "
-          "tok/s | mean GPU util | GPU busy | load / policy / PRM / grading / idle s |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
+    print("\n| run | problems | wall | completion tok | prompt tok | PRM tok read (billed) | "
+          "PRM tok computed | completion tok/s | mean GPU util | GPU busy | "
+          "load / policy / PRM / grading / idle s |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
     for r in rows:
         tl = r["timeline"] or {}
         print(f"| {r['run']} | {r['problems']} | {r['run_wall_s']} s | {r['completion_tokens']:,}"
-              f" | {r['prompt_tokens']:,} | {r['prm_tokens']:,} | {r['completion_tok_s']} | "
+              f" | {r['prompt_tokens']:,} | {r['prm_tokens']:,} | {r['prm_tokens_computed']:,} | "
+              f"{r['completion_tok_s']} | "
               f"{r['gpu_util_mean']} % | {r['gpu_busy_share']} | {tl.get('load_s')} / "
               f"{tl.get('policy_s')} / {tl.get('prm_s')} / {tl.get('grading_s')} / "
               f"{tl.get('idle_s')} |")

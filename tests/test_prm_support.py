@@ -370,8 +370,9 @@ def build_math_shepherd(path: Path, vllm: bool = False) -> Path:
     return path
 
 
-def build_rlhflow(path: Path, vllm: bool = False) -> Path:
-    tok = llama3_tokenizer()
+def build_rlhflow(path: Path, vllm: bool = False,
+                 tok: PreTrainedTokenizerFast | None = None) -> Path:
+    tok = tok or llama3_tokenizer()
     model = LlamaForCausalLM(_small(LlamaConfig, len(tok), vllm))
     _spread_(model, 2)
     model.save_pretrained(path)
@@ -379,9 +380,10 @@ def build_rlhflow(path: Path, vllm: bool = False) -> Path:
     return path
 
 
-def build_skywork(path: Path, vllm: bool = False) -> Path:
+def build_skywork(path: Path, vllm: bool = False,
+                 tok: PreTrainedTokenizerFast | None = None) -> Path:
     """Like the real checkpoint: one ``pytorch_model.bin`` with model.*, lm_head and v_head.*."""
-    tok = qwen_tokenizer([], bos_token="<|im_start|>")
+    tok = tok or qwen_tokenizer([], bos_token="<|im_start|>")
     config = _small(Qwen2Config, len(tok), vllm)
     model = Qwen2ForCausalLM(config)
     _spread_(model, 3)
@@ -397,9 +399,10 @@ def build_skywork(path: Path, vllm: bool = False) -> Path:
     return path
 
 
-def build_qwen_prm(path: Path, vllm: bool = False) -> Path:
+def build_qwen_prm(path: Path, vllm: bool = False,
+                  tok: PreTrainedTokenizerFast | None = None) -> Path:
     """Like the real checkpoint: sharded safetensors with model.* and score.0/score.2."""
-    tok = qwen_tokenizer(["<extra_0>"], bos_token=None)
+    tok = tok or qwen_tokenizer(["<extra_0>"], bos_token=None)
     config = _small(Qwen2Config, len(tok), vllm)
     backbone = Qwen2Model(config)
     _spread_(backbone, 4)

@@ -96,7 +96,8 @@ def test_health_info_and_empty_steps(server: BackgroundServer) -> None:
     r = post(server, json.dumps({"requests": [{"question": "q", "steps": []}]}))
     assert r.status_code == 200 and r.json()["scores"] == [[]]
     r = post(server, json.dumps({"requests": []}))
-    assert r.status_code == 200 and r.json() == {"scores": [], "scored_tokens": 0, "tokens": []}
+    assert r.status_code == 200 and r.json() == {"scores": [], "scored_tokens": 0, "tokens": [],
+                                                "cached": []}
 
 
 @pytest.mark.parametrize(

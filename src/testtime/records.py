@@ -53,6 +53,9 @@ class ComputeRecord(BaseModel):
     """What an engine with an ideal prefix cache computes (``search.base.PrefixCache``)."""
     completion_tokens: int = 0
     scored_tokens: int = 0
+    """Every scored path in full, as a scorer that rescores from the first token reads it."""
+    scored_cached_tokens: int = 0
+    """Of ``scored_tokens``, those the PRM's KV store held (not computed again)."""
     scorer_calls: int = 0
     nonfinite_scores: int = 0
     """Step scores the scorer returned as NaN or infinite (stored as null; they rank lowest)."""

@@ -17,6 +17,7 @@ import typer
 from testtime.cli.common import (
     DEFAULT_PATH_TOKENS,
     EMBEDDED_PATH_TOKENS,
+    KV_CACHE_HELP,
     console,
     fail,
     print_json,
@@ -101,6 +102,7 @@ def run(
     dtype: Annotated[str | None, typer.Option(help="auto, float32, bfloat16")] = None,
     max_batch_seqs: Annotated[int | None, typer.Option(help="Sequences per policy batch")]
     = None,
+    prm_kv_cache_gb: Annotated[float | None, typer.Option(help=KV_CACHE_HELP, min=0.0)] = None,
     concurrency: Annotated[int, typer.Option(help="Problems in flight at once")] = 64,
     out: Annotated[Path | None, typer.Option(help="Run directory [default: runs/<name>]")]
     = None,
@@ -179,7 +181,8 @@ def run(
                                   answer_field=answer_field, limit=limit,
                                   ids=tuple(i.strip() for i in ids.split(",")) if ids else None),
             policy=policy, policy_options=engine, prm=prm,
-            prm_options={k: v for k, v in engine.items() if k in ("device", "dtype")},
+            prm_options={**{k: v for k, v in engine.items() if k in ("device", "dtype")},
+                         **({} if prm_kv_cache_gb is None else {"kv_cache_gb": prm_kv_cache_gb})},
             prompt=prompt,
             search=SearchConfig(method=method, n=n, beam_width=beam_width, max_depth=max_depth,
                                 max_step_tokens=max_step_tokens, max_path_tokens=path,

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from testtime.cli.common import err_console, fail, user_errors
+from testtime.cli.common import KV_CACHE_HELP, err_console, fail, user_errors
 from testtime.scoring.service.protocol import (
     API_KEY_ENV,
     DEFAULT_MAX_REQUEST_BYTES,
@@ -59,6 +59,8 @@ def prm(
     dtype: Annotated[str | None, typer.Option(help="auto, float32, bfloat16")] = None,
     max_batch_tokens: Annotated[int | None, typer.Option(
         help="Padded tokens per PRM forward")] = None,
+    kv_cache_gb: Annotated[float | None, typer.Option(
+        help=KV_CACHE_HELP, min=0.0)] = None,
     trust_remote_code: Annotated[bool, typer.Option(help="Let model repos run their code")]
     = False,
 ) -> None:
@@ -77,7 +79,7 @@ def prm(
         err_console.print(f"[yellow]warning:[/yellow] serving on {host} without --api-key: "
                           f"anyone who can reach this port can use the scorer")
     options: dict[str, Any] = {"device": device, "dtype": dtype,
-                               "max_batch_tokens": max_batch_tokens}
+                               "max_batch_tokens": max_batch_tokens, "kv_cache_gb": kv_cache_gb}
     if trust_remote_code:
         options["trust_remote_code"] = True
     try:  # bind before loading a model, so a busy port fails fast

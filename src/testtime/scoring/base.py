@@ -31,37 +31,53 @@ class ScoreResult:
     """What one ``score`` call returns: scores and usage, one entry per request.
 
     ``scores[i]`` holds one float per step of request ``i``; ``tokens[i]`` is the number of
-    input tokens the scorer's model read for request ``i`` (0 for model-free scorers).
+    input tokens the scorer's model read for request ``i`` (its whole input, as a scorer that
+    rescores every path from its first token reads it; 0 for model-free scorers);
+    ``cached[i] <= tokens[i]`` of them came from a cache of prefixes scored before instead of
+    a forward (an in-process PRM's KV store), so ``tokens[i] - cached[i]`` were computed.
     """
 
     scores: list[list[float]]
     tokens: list[int] = field(default_factory=list)
     """Per request; empty means 0 for every request (model-free scorers)."""
+    cached: list[int] = field(default_factory=list)
+    """Per request; empty means 0 for every request (nothing reused)."""
 
     def __post_init__(self) -> None:
         if not self.tokens:
             object.__setattr__(self, "tokens", [0] * len(self.scores))
-        if len(self.tokens) != len(self.scores):
-            raise ValueError(f"ScoreResult: {len(self.tokens)} token counts for "
-                             f"{len(self.scores)} requests")
+        if not self.cached:
+            object.__setattr__(self, "cached", [0] * len(self.scores))
+        if len(self.tokens) != len(self.scores) or len(self.cached) != len(self.scores):
+            raise ValueError(f"ScoreResult: {len(self.tokens)} token counts and "
+                             f"{len(self.cached)} cached counts for {len(self.scores)} requests")
+        if any(not 0 <= c <= t for c, t in zip(self.cached, self.tokens, strict=True)):
+            raise ValueError("ScoreResult: cached tokens must lie between 0 and the tokens read")
 
     @property
     def scored_tokens(self) -> int:
         """Tokens read for the whole call."""
         return sum(self.tokens)
 
+    @property
+    def cached_tokens(self) -> int:
+        """Of :attr:`scored_tokens`, those taken from a cache rather than computed."""
+        return sum(self.cached)
+
     def __len__(self) -> int:
         return len(self.scores)
 
     def part(self, start: int, stop: int) -> ScoreResult:
         """The result of requests ``start..stop-1`` (to split a merged call per caller)."""
-        return ScoreResult(self.scores[start:stop], self.tokens[start:stop])
+        return ScoreResult(self.scores[start:stop], self.tokens[start:stop],
+                           self.cached[start:stop])
 
     @staticmethod
     def concat(results: Sequence[ScoreResult]) -> ScoreResult:
         """Results of consecutive calls as one."""
         return ScoreResult([s for r in results for s in r.scores],
-                           [t for r in results for t in r.tokens])
+                           [t for r in results for t in r.tokens],
+                           [c for r in results for c in r.cached])
 
     def check(self, requests: Sequence[ScoreRequest], who: str) -> ScoreResult:
         """Raise ``ValueError`` naming ``who`` unless there is one score per step per request."""

@@ -28,7 +28,7 @@ MODEL_FREE = ("self-certainty", "confidence")
 ORACLE = "oracle"
 JUDGE = "judge"
 #: Options a PRM factory takes; other scorers take the subset that applies to them.
-_PRM_OPTIONS = ("device", "dtype", "max_batch_tokens", "trust_remote_code")
+_PRM_OPTIONS = ("device", "dtype", "max_batch_tokens", "trust_remote_code", "kv_cache_gb")
 _KNOWN_OPTIONS = (*_PRM_OPTIONS, "api_key", "tokenizer", "task")
 _UNKNOWN = (f"use one of {', '.join(MODEL_FREE)}, FAMILY:PATH with FAMILY in math_shepherd, "
             f"rlhflow, skywork, qwen_prm, http://HOST:PORT, vllm-pooling:MODEL@http://HOST:PORT, "
@@ -49,7 +49,7 @@ def build_scorer(
     """The scorer named by ``spec``.
 
     ``options`` are engine settings (``device``, ``dtype``, ``max_batch_tokens``,
-    ``trust_remote_code``; ``api_key`` for HTTP scorers; ``tokenizer``/``task`` for
+    ``trust_remote_code``, ``kv_cache_gb``; ``api_key`` for HTTP scorers; ``tokenizer``/``task`` for
     ``vllm-pooling``); each scorer takes the ones that apply to it. ``policy`` is the run's
     policy (for ``judge``); ``problems`` are the run's problems (for ``oracle``).
     """

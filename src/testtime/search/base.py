@@ -255,7 +255,8 @@ class SearchContext:
         if not requests:
             return []
         result = (await self.scorer.score(requests)).check(requests, self.scorer.name)
-        delta = Compute(scorer_calls=len(requests), scored_tokens=result.scored_tokens)
+        delta = Compute(scorer_calls=len(requests), scored_tokens=result.scored_tokens,
+                        scored_cached_tokens=result.cached_tokens)
         out = []
         for row in result.scores:
             clean = [float(x) if math.isfinite(x) else math.nan for x in row]

@@ -25,7 +25,13 @@ class Compute:
     holds, once per request (its n samples share it). See :class:`PrefixCache`."""
     completion_tokens: int = 0
     scored_tokens: int = 0
-    """Tokens processed by the step scorer (0 for model-free scorers)."""
+    """Tokens the step scorer read (0 for model-free scorers): every scored path in full, as
+    a scorer that rescores each path from its first token reads it (what ``prm_flops``
+    bills)."""
+    scored_cached_tokens: int = 0
+    """Of ``scored_tokens``, those an in-process PRM took from its KV store of prefixes scored
+    before (or that lie past the last step's score position) instead of computing them;
+    ``scored_tokens - scored_cached_tokens`` went through the PRM."""
     scorer_calls: int = 0
     nonfinite_scores: int = 0
     """Step scores the scorer returned as NaN or infinite (they rank lowest; see

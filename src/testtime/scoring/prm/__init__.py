@@ -1,7 +1,8 @@
 """Process reward models: one adapter per PRM family behind the ``StepScorer`` protocol.
 
 Families are chosen as ``--prm FAMILY:PATH_OR_HUB_ID``. Each factory has the signature
-``(path_or_id, device=None, dtype=None, max_batch_tokens=8192, trust_remote_code=False)`` and
+``(path_or_id, device=None, dtype=None, max_batch_tokens=8192, trust_remote_code=False,
+kv_cache_gb=None)`` and
 returns a :class:`~testtime.scoring.prm.scorer.PRMScorer`. Family modules import torch and
 transformers, so they are imported only when a factory is called.
 """
@@ -35,7 +36,8 @@ PRM_FAMILIES: dict[str, PRMFactory] = {
     "skywork": _lazy("skywork", "load_skywork"),
     "qwen_prm": _lazy("qwen_prm", "load_qwen_prm"),
 }
-"""Family name -> factory ``(path_or_id, device, dtype, max_batch_tokens, trust_remote_code)``."""
+"""Family name -> factory ``(path_or_id, device, dtype, max_batch_tokens, trust_remote_code,
+kv_cache_gb)``."""
 
 
 def parse_prm_spec(spec: str) -> tuple[str, str]:

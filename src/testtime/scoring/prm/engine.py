@@ -21,48 +21,20 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
-from itertools import chain, pairwise
+from itertools import chain
 
 import torch
 from torch import nn
 
+from testtime.scoring.prm.incremental import IncrementalForward
+from testtime.scoring.prm.kv_store import PrefixKVStore
+from testtime.scoring.prm.request import EncodedRequest, EngineStats
 from testtime.timeline import TIMELINE
 
 #: Padded tokens per forward. On an H200 (bf16, sdpa, bench/bench_prm.py, 256 beam-search-like
 #: requests) 8192 was the best of 4096-32768 for both Qwen2.5-1.5B and -7B shapes: the GPU is
 #: already saturated (~310 / ~450 TFLOP/s) and larger budgets only add padding.
 DEFAULT_MAX_BATCH_TOKENS = 8192
-
-
-@dataclass(frozen=True)
-class EncodedRequest:
-    """One request in a PRM's own input format."""
-
-    input_ids: tuple[int, ...]
-    """Every token the PRM reads, special tokens included."""
-    positions: tuple[int, ...]
-    """Index into ``input_ids`` whose output scores step ``k``; one per step, increasing."""
-
-    def __post_init__(self) -> None:
-        n = len(self.input_ids)
-        if any(not 0 <= p < n for p in self.positions):
-            raise ValueError(f"score positions {self.positions} outside a {n}-token input")
-        if any(b <= a for a, b in pairwise(self.positions)):
-            raise ValueError(f"score positions must increase, got {self.positions}")
-
-
-@dataclass
-class EngineStats:
-    """Cumulative counters, for tests and benchmarks."""
-
-    calls: int = 0
-    batches: int = 0
-    sequences: int = 0
-    tokens: int = 0
-    """Real (unpadded) tokens run through the backbone."""
-    padded_tokens: int = 0
-    """Tokens including padding (``max_len x rows`` summed over batches)."""
 
 
 def plan_batches(lengths: Sequence[int], max_batch_tokens: int) -> list[list[int]]:
@@ -104,6 +76,7 @@ class ForwardEngine:
         pad_token_id: int,
         max_batch_tokens: int,
         device: torch.device,
+        kv_store: PrefixKVStore | None = None,
     ) -> None:
         if max_batch_tokens < 1:
             raise ValueError(f"max_batch_tokens must be >= 1, got {max_batch_tokens}")
@@ -114,21 +87,35 @@ class ForwardEngine:
         self.device = device
         self.stats = EngineStats()
         self._lock = threading.Lock()
+        self.incremental: IncrementalForward | None = None
+        """Set when ``kv_store`` is given: scoring reuses the keys/values of scored prefixes."""
+        if kv_store is not None:
+            self.incremental = IncrementalForward(self, kv_store)
 
     def run(self, encoded: Sequence[EncodedRequest]) -> list[list[float]]:
         """Step scores for each request, in request order (``[]`` for a request without steps)."""
+        return self.score(encoded)[0]
+
+    def score(self, encoded: Sequence[EncodedRequest]) -> tuple[list[list[float]], list[int]]:
+        """Step scores for each request and the tokens the backbone computed for it: all of
+        its input without a KV store; with one, only what no stored prefix held (0 for a
+        request without steps, or one whose every step was scored before)."""
         results: list[list[float]] = [[] for _ in encoded]
+        computed = [0] * len(encoded)
         todo = [i for i, e in enumerate(encoded) if e.positions]
         if not todo:
-            return results
-        lengths = [len(encoded[i].input_ids) for i in todo]
+            return results, computed
         with self._lock, torch.inference_mode(), TIMELINE.span("prm"):
             self.stats.calls += 1
+            if self.incremental is not None:
+                return self.incremental.run(encoded)
+            lengths = [len(encoded[i].input_ids) for i in todo]
             for batch in plan_batches(lengths, self.max_batch_tokens):
                 rows = [encoded[todo[j]] for j in batch]
                 for j, scores in zip(batch, self._forward(rows), strict=True):
                     results[todo[j]] = scores
-        return results
+                    computed[todo[j]] = len(encoded[todo[j]].input_ids)
+        return results, computed
 
     def _forward(self, rows: Sequence[EncodedRequest]) -> list[list[float]]:
         lengths = torch.tensor([len(r.input_ids) for r in rows])
@@ -163,6 +150,8 @@ class ForwardEngine:
             on_cuda = self.device.type == "cuda"
             self.backbone = nn.Identity()
             self.head = nn.Identity()
+            if self.incremental is not None:
+                self.incremental.store.clear()
             if on_cuda:
                 torch.cuda.empty_cache()
 

@@ -98,8 +98,10 @@ def load_math_shepherd(
     dtype: DtypeLike = None,
     max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS,
     trust_remote_code: bool = False,
+    kv_cache_gb: float | None = None,
 ) -> PRMScorer:
     """Load a Math-Shepherd-format PRM from a local directory or Hub id."""
     return load_family("math_shepherd", path_or_id, make_encoder=MathShepherdEncoder,
                        load_parts=two_token_parts, device=device, dtype=dtype,
-                       max_batch_tokens=max_batch_tokens, trust_remote_code=trust_remote_code)
+                       max_batch_tokens=max_batch_tokens, trust_remote_code=trust_remote_code,
+                       kv_cache_gb=kv_cache_gb)

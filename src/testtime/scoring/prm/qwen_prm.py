@@ -125,8 +125,10 @@ def load_qwen_prm(
     dtype: DtypeLike = None,
     max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS,
     trust_remote_code: bool = False,
+    kv_cache_gb: float | None = None,
 ) -> PRMScorer:
     """Load a Qwen2.5-Math PRM from a local directory or Hub id."""
     return load_family("qwen_prm", path_or_id, make_encoder=QwenPRMEncoder,
                        load_parts=qwen_prm_parts, device=device, dtype=dtype,
-                       max_batch_tokens=max_batch_tokens, trust_remote_code=trust_remote_code)
+                       max_batch_tokens=max_batch_tokens, trust_remote_code=trust_remote_code,
+                       kv_cache_gb=kv_cache_gb)

@@ -95,8 +95,10 @@ def load_rlhflow(
     dtype: DtypeLike = None,
     max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS,
     trust_remote_code: bool = False,
+    kv_cache_gb: float | None = None,
 ) -> PRMScorer:
     """Load an RLHFlow Llama-3.1 PRM from a local directory or Hub id."""
     return load_family("rlhflow", path_or_id, make_encoder=RLHFlowEncoder,
                        load_parts=two_token_parts, device=device, dtype=dtype,
-                       max_batch_tokens=max_batch_tokens, trust_remote_code=trust_remote_code)
+                       max_batch_tokens=max_batch_tokens, trust_remote_code=trust_remote_code,
+                       kv_cache_gb=kv_cache_gb)

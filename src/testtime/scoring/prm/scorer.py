@@ -40,7 +40,8 @@ class PRMScorer(ScorerBase):
 
     Contract: ``score`` returns one list per request in request order with one probability
     per step (``[]`` for a request without steps) and the unpadded input tokens of each
-    request (stepless ones cost nothing); concurrent calls are merged into one forward, and
+    request (stepless ones cost nothing), of which those the engine's KV store held are
+    reported as cached; concurrent calls are merged into one forward, and
     when a merged forward fails each caller is run alone, so only a bad request's caller fails.
     """
 
@@ -98,7 +99,9 @@ class PRMScorer(ScorerBase):
         """Blocking version of :meth:`score` (no coalescing)."""
         self._check_open()
         encoded = [self.encode(r) if r.steps else EncodedRequest((), ()) for r in requests]
-        return ScoreResult(self.engine.run(encoded), [len(e.input_ids) for e in encoded])
+        scores, computed = self.engine.score(encoded)
+        tokens = [len(e.input_ids) for e in encoded]
+        return ScoreResult(scores, tokens, [t - c for t, c in zip(tokens, computed, strict=True)])
 
     async def score(self, requests: Sequence[ScoreRequest]) -> ScoreResult:
         """One probability per step, per request; the forward runs in a worker thread."""

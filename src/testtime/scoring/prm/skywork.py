@@ -105,8 +105,10 @@ def load_skywork(
     dtype: DtypeLike = None,
     max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS,
     trust_remote_code: bool = False,
+    kv_cache_gb: float | None = None,
 ) -> PRMScorer:
     """Load a Skywork PRM: ``Qwen2Model`` backbone plus the checkpoint's own value head."""
     return load_family("skywork", path_or_id, make_encoder=SkyworkEncoder,
                        load_parts=skywork_parts, device=device, dtype=dtype,
-                       max_batch_tokens=max_batch_tokens, trust_remote_code=trust_remote_code)
+                       max_batch_tokens=max_batch_tokens, trust_remote_code=trust_remote_code,
+                       kv_cache_gb=kv_cache_gb)

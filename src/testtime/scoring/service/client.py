@@ -147,7 +147,14 @@ class RemoteScorer(ScorerBase):
                 raise RemoteScorerError(f"{self.url}/v1/score: {row!r} is not one score per "
                                         f"step of a {len(req.steps)}-step request")
             scores.append([float(x) for x in row])
-        return ScoreResult(scores, [int(t) for t in tokens])
+        cached = answer.get("cached") or []  # older servers do not send it
+        if not isinstance(cached, list) or len(cached) not in (0, len(part)):
+            raise RemoteScorerError(f"{self.url}/v1/score: malformed 'cached' for "
+                                    f"{len(part)} requests: {str(cached)[:300]}")
+        try:
+            return ScoreResult(scores, [int(t) for t in tokens], [int(c) for c in cached])
+        except ValueError as exc:
+            raise RemoteScorerError(f"{self.url}/v1/score: {exc}") from None
 
     async def aclose(self) -> None:
         """Close the HTTP connections (the service keeps running)."""

