@@ -280,3 +280,40 @@ def test_real_vocabularies_append_and_score_incrementally(tmp_path: Path, family
     billed, computed = compare(full, inc, calls, 1e-5)
     assert inc.engine.incremental.store.stats.hits >= sum(len(c) for c in calls[1:])
     assert computed < 0.6 * billed
+
+
+def test_a_beam_search_run_records_cached_tokens_and_the_same_scores(
+        ckpts: dict[str, str], tmp_path: Path) -> None:
+    """The paper's beam search through the runner: with the store, the records bill the same
+    tokens, report most of them as cached, and hold the same step scores as without."""
+    from testtime.config import DatasetConfig, RunConfig
+    from testtime.runner import run
+    from testtime.search.base import SearchConfig
+    from testtime.store import RecordStore
+    from testtime.testing import ScriptedPolicy
+
+    def script(problem: str, prefix: str, i: int, params: object) -> str:
+        depth = prefix.count("\n\n")
+        if depth >= 3:
+            return f"So the answer is \\boxed{{{i % 3}}}."
+        return f"Step {depth + 1}, try {i}: we add {i} and {depth} to get {i + depth}.\n\n"
+
+    cfg = RunConfig(dataset=DatasetConfig(name="demo", limit=2),
+                    search=SearchConfig(method="beam_search", n=4, beam_width=2, max_depth=6))
+    records = {}
+    for gb in (0, 1.0):
+        scorer = load(ckpts["skywork"], "skywork", gb)
+        out = tmp_path / f"kv{gb}"
+        asyncio.run(run(cfg, out, policy=ScriptedPolicy(script), scorer=scorer,
+                        progress=False))
+        records[gb] = {r.id: r for r in RecordStore(out / "results.jsonl")}
+    assert records[0].keys() == records[1.0].keys() and len(records[0]) == 2
+    for pid, full in records[0].items():
+        inc = records[1.0][pid]
+        assert inc.compute.scored_tokens == full.compute.scored_tokens > 0
+        assert full.compute.scored_cached_tokens == 0
+        assert inc.compute.scored_cached_tokens > 0.5 * inc.compute.scored_tokens
+        assert [c.text for c in inc.candidates] == [c.text for c in full.candidates]
+        for a, b in zip(full.candidates, inc.candidates, strict=True):
+            assert [s.score for s in b.steps] == pytest.approx([s.score for s in a.steps],
+                                                               abs=1e-5)
