@@ -317,3 +317,21 @@ def test_a_beam_search_run_records_cached_tokens_and_the_same_scores(
         for a, b in zip(full.candidates, inc.candidates, strict=True):
             assert [s.score for s in b.steps] == pytest.approx([s.score for s in a.steps],
                                                                abs=1e-5)
+
+
+def test_padded_kv_byte_cap_splits_batches_and_keeps_scores(
+        ckpts: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A large PRM's cached prefixes are bounded in bytes per forward, not only in tokens."""
+    from testtime.scoring.prm import incremental
+
+    calls = growth(REQUESTS)
+    runs = {}
+    for cap in (1 << 30, 256 * 40):  # the tiny Skywork holds 256 B a token: 40 tokens
+        monkeypatch.setattr(incremental, "MAX_PADDED_KV_BYTES", cap)
+        inc = load(ckpts["skywork"], "skywork", 1.0)
+        runs[cap] = ([asyncio.run(inc.score(c)).scores for c in calls], inc.engine.stats.batches)
+    (loose, few), (tight, many) = runs[1 << 30], runs[256 * 40]
+    assert many > few
+    for a, b in zip(loose, tight, strict=True):
+        for x, y in zip(a, b, strict=True):
+            assert y == pytest.approx(x, abs=1e-5)

@@ -30,8 +30,11 @@ from testtime.scoring.prm.request import EncodedRequest, EngineStats
 #: Padded cached + new tokens per forward, as a multiple of the engine's ``max_batch_tokens``
 #: (which bounds the new tokens): the cached prefixes of a batch are copied into one padded
 #: tensor, ``rows x (P + T) x`` the model's KV bytes per token (28 KiB for a 1.5B Qwen2 in
-#: bf16: 1.8 GB at 8 x 8192).
+#: bf16: 1.8 GB at 8 x 8192) ...
 CONTEXT_FACTOR = 8
+#: ... and at most this many bytes of it (the cache holds it about three times over while the
+#: forward runs), which binds for large PRMs: 320 KiB a token for a 72B Qwen2 in bf16.
+MAX_PADDED_KV_BYTES = 1 << 30
 
 
 class Engine(Protocol):
@@ -137,7 +140,11 @@ class IncrementalForward:
             seen[key] = len(rows)
             rows.append(_Row(req, k, entry))
             users.append([i])
-        for batch in plan_rows(rows, self.engine.max_batch_tokens, self.max_context_tokens):
+        context = self.max_context_tokens
+        stored = next((r.entry for r in rows if r.entry is not None), None)
+        if stored is not None:  # KV bytes per token, known once something is stored
+            context = min(context, MAX_PADDED_KV_BYTES * stored.tokens // stored.nbytes)
+        for batch in plan_rows(rows, self.engine.max_batch_tokens, context):
             for j, row_scores in zip(batch, self._forward([rows[j] for j in batch]), strict=True):
                 for n, i in enumerate(users[j]):
                     scores[i] = row_scores
