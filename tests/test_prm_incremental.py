@@ -162,8 +162,11 @@ def test_remote_code_backbones_and_zero_budget_rescore(ckpts: dict[str, str]) ->
 # -- the store and the planner ----------------------------------------------------------------
 
 
-def entry(tokens: int, scores: tuple[float, ...]) -> KVEntry:
-    return KVEntry(torch.zeros(1, 2, 1, tokens, 4), scores)  # 32 bytes a token
+def entry(tokens: int, scores: tuple[float, ...], positions: tuple[int, ...] | None = None
+          ) -> KVEntry:
+    """32 bytes a token; scores read at the prefix's odd positions unless told."""
+    at = positions if positions is not None else tuple(range(1, 2 * len(scores), 2))
+    return KVEntry(torch.zeros(1, 2, 1, tokens, 4), scores, at)
 
 
 def test_store_finds_the_longest_scored_prefix_and_evicts_lru() -> None:
@@ -176,9 +179,12 @@ def test_store_finds_the_longest_scored_prefix_and_evicts_lru() -> None:
     assert k == 2 and got is not None and got.scores == (0.1, 0.2)
     assert store.lookup((5, 6, 7, 99, 9, 10), positions)[0] == 1  # differs after step 1
     # an entry whose scores do not match the steps it spans is not used
-    store.insert((1, 2), entry(2, (0.5, 0.6)))
+    store.insert((1, 2), entry(2, (0.5, 0.6), (0, 1)))
     assert store.lookup((1, 2, 3), (1, 2)) == (0, None)
-    # LRU order now: ids[:4], ids[:2] (hit last), (1, 2); 2+4+2+5 > 10 tokens evicts ids[:4]
+    assert store.lookup((1, 2, 3), (0, 1, 2))[0] == 2
+    # the same tokens scored at other positions are another prefix
+    assert store.lookup((5, 6, 7, 8, 9), (0, 3, 4))[0] == 0
+    # LRU order now: ids[:4], ids[:2] (hit last), (1, 2); 4+2+2+5 > 10 tokens evicts ids[:4]
     store.insert((3, 3, 3, 3, 3), entry(5, (0.3,)))
     assert store.stats.evicted == 1 and store.used_bytes == 32 * 9
     assert store.lookup(ids, positions)[0] == 1
@@ -203,6 +209,45 @@ def test_plan_rows_keeps_padded_new_and_context_tokens_within_budget() -> None:
         ctx = max(rows[i].past for i in b) + new
         assert len(b) == 1 or (len(b) * new <= 60 and len(b) * ctx <= 400)
     assert [4] in batches  # 310 context tokens leave no room for a second row
+    # a sliding window bounds each batch's padded width; a wider row runs alone
+    windowed = plan_rows(rows, max_new_tokens=1000, max_context_tokens=10_000, window=120)
+    assert sorted(i for b in windowed for i in b) == list(range(len(rows)))
+    for b in windowed:
+        assert len(b) == 1 or max(rows[i].past for i in b) + max(rows[i].new for i in b) <= 120
+
+
+def test_sliding_window_models_score_as_full_rescoring(tmp_path: Path) -> None:
+    """Math-Shepherd is a Mistral: with a window shorter than the paths, padding the cached
+    prefixes must not push keys out of the window."""
+    from test_prm_support import mistral_tokenizer
+    from transformers import MistralConfig, MistralForCausalLM
+
+    from testtime.scoring.prm.incremental import sliding_window
+
+    tok = mistral_tokenizer()
+    config = MistralConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64,
+                           num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                           head_dim=8, max_position_embeddings=1024, sliding_window=24)
+    torch.manual_seed(5)
+    model = MistralForCausalLM(config)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.ndim >= 2:
+                p.normal_(0, 0.3)
+    model.save_pretrained(tmp_path / "m")
+    tok.save_pretrained(tmp_path / "m")
+    ckpt = str(tmp_path / "m")
+    full, inc = load(ckpt, "math_shepherd", 0), load(ckpt, "math_shepherd", 1.0)
+    assert sliding_window(inc.engine.backbone.config) == 24
+    billed, computed = compare(full, inc, growth(REQUESTS), 1e-5)
+    assert computed < billed
+    # the window matters here: without it the scores differ
+    wide = load(ckpt, "math_shepherd", 0)
+    wide.engine.backbone.config.sliding_window = None
+    long = REQUESTS[2]
+    a = asyncio.run(full.score([long])).scores[0]
+    b = asyncio.run(wide.score([long])).scores[0]
+    assert max(abs(x - y) for x, y in zip(a, b, strict=True)) > 1e-4
 
 
 def test_score_result_checks_cached_counts() -> None:
@@ -335,3 +380,27 @@ def test_padded_kv_byte_cap_splits_batches_and_keeps_scores(
     for a, b in zip(loose, tight, strict=True):
         for x, y in zip(a, b, strict=True):
             assert y == pytest.approx(x, abs=1e-5)
+
+
+@pytest.mark.parametrize("cached", [[None], ["x"], [5], [1, 1]])
+def test_service_client_rejects_malformed_cached_counts(cached: list[object]) -> None:
+    from testtime.scoring.service.client import RemoteScorer, RemoteScorerError
+
+    client = RemoteScorer("http://127.0.0.1:9")
+    request = [ScoreRequest("q", (Step("a"),))]
+    ok = client._parse(request, {"scores": [[0.5]], "tokens": [3], "cached": [2]})
+    assert ok.cached == [2] and ok.tokens == [3]
+    assert client._parse(request, {"scores": [[0.5]], "tokens": [3]}).cached == [0]  # older
+    with pytest.raises(RemoteScorerError, match="v1/score"):
+        client._parse(request, {"scores": [[0.5]], "tokens": [3], "cached": cached})
+
+
+def test_default_budget_leaves_room_on_a_busy_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    from testtime.scoring.prm.kv_store import GIB, default_budget_bytes
+
+    cuda = torch.device("cuda:1")
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (100 * GIB, 140 * GIB))
+    assert default_budget_bytes(cuda) == 8 * GIB
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (4 * GIB, 140 * GIB))
+    assert default_budget_bytes(cuda) == GIB  # a quarter of what is free
+    assert default_budget_bytes(torch.device("cpu")) == GIB

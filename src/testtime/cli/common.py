@@ -25,7 +25,8 @@ from testtime.config import EMBEDDED_PATH_TOKENS, is_embedded, recommended  # no
 DEFAULT_PATH_TOKENS = 8192
 KV_CACHE_HELP = ("GiB an in-process PRM keeps for the keys/values of scored prefixes, so a "
                  "path grown by a step runs only its new tokens (same scores; 0: rescore "
-                 "every path in full) [default: 8 on a GPU, 1 on the CPU]")
+                 "every path in full) [default: 8 on a GPU (at most a quarter of its free "
+                 "memory), 1 on the CPU]")
 #: What a bare ``--ray`` stands for (typer options cannot take an optional value, so ``main``
 #: fills it in): a local Ray, or the cluster ``$RAY_ADDRESS`` names.
 RAY_LOCAL = "local"

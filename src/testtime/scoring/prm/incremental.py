@@ -79,16 +79,33 @@ def layer_kv(cache: Any, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
     return cache.key_cache[layer], cache.value_cache[layer]
 
 
+def sliding_window(config: Any) -> int | None:
+    """The attention window of a model that slides one (Mistral's ``sliding_window``; Qwen2
+    with ``use_sliding_window``), else None."""
+    window = getattr(config, "sliding_window", None)
+    if not isinstance(window, int) or window <= 0:
+        return None
+    if getattr(config, "use_sliding_window", True) is False:
+        return None  # Qwen2 keeps the size in its config but does not slide
+    return window
+
+
 def num_layers(cache: Any) -> int:
     return len(cache.layers) if hasattr(cache, "layers") else len(cache.key_cache)
 
 
-def plan_rows(rows: Sequence[_Row], max_new_tokens: int, max_context_tokens: int
-              ) -> list[list[int]]:
+def plan_rows(rows: Sequence[_Row], max_new_tokens: int, max_context_tokens: int,
+              window: int | None = None) -> list[list[int]]:
     """Batches of row indices whose padded new tokens (``rows x max n_i``) fit
     ``max_new_tokens`` and padded context (``rows x (max p_i + max n_i)``) fits
     ``max_context_tokens``; rows are visited longest context first, so similar cached lengths
-    share a batch. A row over either budget runs alone."""
+    share a batch. A row over either budget runs alone.
+
+    ``window``: the model's sliding attention window. Padding moves a row's cached keys away
+    from its new tokens in the padded layout, which a sliding-window mask would see; so a
+    batch's padded width ``max p_i + max n_i`` stays within the window, and a row wider than
+    the window runs alone (unpadded, so its mask is the one of a full forward).
+    """
     order = sorted(range(len(rows)), key=lambda i: -(rows[i].past + rows[i].new))
     batches: list[list[int]] = []
     current: list[int] = []
@@ -96,7 +113,8 @@ def plan_rows(rows: Sequence[_Row], max_new_tokens: int, max_context_tokens: int
     for i in order:
         p, n = max(past, rows[i].past), max(new, rows[i].new)
         size = len(current) + 1
-        if current and (size * n > max_new_tokens or size * (p + n) > max_context_tokens):
+        if current and (size * n > max_new_tokens or size * (p + n) > max_context_tokens
+                        or (window is not None and p + n > window)):
             batches.append(current)
             current, p, n = [], rows[i].past, rows[i].new
         current.append(i)
@@ -117,6 +135,7 @@ class IncrementalForward:
         # transformers 5.24 renamed ``past_key_values`` to ``cache`` (the old name warns).
         params = inspect.signature(engine.backbone.forward).parameters
         self._cache_arg = "cache" if "cache" in params else "past_key_values"
+        self.window = sliding_window(getattr(engine.backbone, "config", None))
 
     def run(self, encoded: Sequence[EncodedRequest]) -> tuple[list[list[float]], list[int]]:
         """Step scores per request and the tokens computed for each (the rest came from the
@@ -144,7 +163,7 @@ class IncrementalForward:
         stored = next((r.entry for r in rows if r.entry is not None), None)
         if stored is not None:  # KV bytes per token, known once something is stored
             context = min(context, MAX_PADDED_KV_BYTES * stored.tokens // stored.nbytes)
-        for batch in plan_rows(rows, self.engine.max_batch_tokens, context):
+        for batch in plan_rows(rows, self.engine.max_batch_tokens, context, self.window):
             for j, row_scores in zip(batch, self._forward([rows[j] for j in batch]), strict=True):
                 for n, i in enumerate(users[j]):
                     scores[i] = row_scores
@@ -170,6 +189,7 @@ class IncrementalForward:
                     padded[:, :, i, :, : r.past] = r.entry.kv
             for layer in range(layers):
                 cache.update(padded[layer, 0], padded[layer, 1], layer)
+            del padded  # the cache holds its own copy; keep one, not two, during the forward
         else:
             width_p = 0
 
@@ -194,7 +214,7 @@ class IncrementalForward:
         new_scores = engine.head(hidden).float().cpu().tolist()
 
         # The model appended the new tokens' keys/values to ``cache`` in place.
-        grown = torch.stack([torch.stack(layer_kv(cache, layer))[:, :, :, width_p:]
+        grown = torch.stack([torch.stack([t[:, :, width_p:] for t in layer_kv(cache, layer)])
                              for layer in range(num_layers(cache))])
         results: list[list[float]] = []
         start = 0
@@ -204,7 +224,8 @@ class IncrementalForward:
             start += count_new
             tail = grown[:, :, i, :, : r.new]
             kv = torch.cat((r.entry.kv, tail), dim=3) if r.entry is not None else tail.clone()
-            self.store.insert(r.request.input_ids[: r.end], KVEntry(kv, tuple(row_scores)))
+            self.store.insert(r.request.input_ids[: r.end],
+                              KVEntry(kv, tuple(row_scores), r.request.positions))
             results.append(row_scores)
 
         engine.stats.batches += 1

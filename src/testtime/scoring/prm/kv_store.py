@@ -37,6 +37,13 @@ class KVEntry:
     """``[layers, 2, kv_heads, tokens, head_dim]``: keys (``[:, 0]``) and values (``[:, 1]``)."""
     scores: tuple[float, ...]
     """The score of every step whose position lies in the prefix, in order."""
+    positions: tuple[int, ...]
+    """Where those scores were read: the same tokens scored at other positions (a step whose
+    own text holds a family's step tag) are a different prefix."""
+
+    def __post_init__(self) -> None:
+        if len(self.positions) != len(self.scores):
+            raise ValueError(f"{len(self.scores)} scores for {len(self.positions)} positions")
 
     @property
     def tokens(self) -> int:
@@ -93,7 +100,7 @@ class PrefixKVStore:
             for k in range(len(positions), 0, -1):
                 key = ids[: positions[k - 1] + 1]
                 entry = self._entries.get(key)
-                if entry is not None and len(entry.scores) == k:
+                if entry is not None and entry.positions == tuple(positions[:k]):
                     self._entries.move_to_end(key)
                     self.stats.hits += 1
                     self.stats.reused_tokens += entry.tokens
@@ -126,7 +133,15 @@ class PrefixKVStore:
             self.used_bytes = 0
 
 
+#: On a GPU the default budget is also at most this share of the memory free when the PRM
+#: loads: the store grows after everything is loaded, and an in-process policy (vLLM takes
+#: ``gpu_memory_utilization`` of the device) may leave little.
+DEFAULT_FREE_SHARE_CUDA = 0.25
+
+
 def default_budget_bytes(device: torch.device) -> int:
     """The default budget on ``device`` (see the constants above)."""
-    gb = DEFAULT_KV_CACHE_GB_CUDA if device.type == "cuda" else DEFAULT_KV_CACHE_GB_CPU
-    return int(gb * GIB)
+    if device.type != "cuda":
+        return int(DEFAULT_KV_CACHE_GB_CPU * GIB)
+    free, _ = torch.cuda.mem_get_info(device)
+    return int(min(DEFAULT_KV_CACHE_GB_CUDA * GIB, DEFAULT_FREE_SHARE_CUDA * free))

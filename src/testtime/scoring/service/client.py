@@ -153,7 +153,7 @@ class RemoteScorer(ScorerBase):
                                     f"{len(part)} requests: {str(cached)[:300]}")
         try:
             return ScoreResult(scores, [int(t) for t in tokens], [int(c) for c in cached])
-        except ValueError as exc:
+        except (TypeError, ValueError) as exc:
             raise RemoteScorerError(f"{self.url}/v1/score: {exc}") from None
 
     async def aclose(self) -> None:
