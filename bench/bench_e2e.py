@@ -157,8 +157,8 @@ class GpuSampler:
                 "gpu_busy_share": round(sum(x > 0 for x in s) / len(s), 3) if s else None}
 
 
-def run_one(spec: str, policy: Path, prm: Path, out: Path, args: argparse.Namespace,
-            kv_cache_gb: str | None = None) -> dict[str, Any]:
+def run_one(name: str, spec: str, policy: Path, prm: Path, out: Path,
+            args: argparse.Namespace, kv_cache_gb: str | None = None) -> dict[str, Any]:
     method, n, *width = spec.split(":")
     kv = ["--prm-kv-cache-gb", kv_cache_gb] if kv_cache_gb is not None else []
     # --profile: the whole CLI under cProfile (host-side Python only; it slows that part)
@@ -190,7 +190,6 @@ def run_one(spec: str, policy: Path, prm: Path, out: Path, args: argparse.Namesp
             pstats.Stats(str(out) + ".prof", stream=fh).sort_stats("tottime").print_stats(40)
     summary = json.loads((out / "summary.json").read_text())
     c = summary["compute"]
-    name = f"{args.label}{spec}" + (f" kv={kv_cache_gb}" if kv_cache_gb is not None else "")
     return {"run": name, "problems": summary["completed"], "process_wall_s": round(wall, 1),
             "run_wall_s": round(summary["wall_time_s"], 1),
             "completion_tokens": c["completion_tokens"], "prompt_tokens": c["prompt_tokens"],
@@ -242,8 +241,9 @@ def main() -> None:
         kvs = args.kv_cache_gbs.split(",") if args.kv_cache_gbs else [None]
         for spec in args.runs.split(","):
             for kv in kvs:
-                name = f"{args.label}{spec}" + (f"-kv{kv}" if kv is not None else "")
-                rows.append(run_one(spec, policy, prm, out / name.replace(":", "-"), args, kv))
+                name = f"{args.label}{spec}" + (f" kv={kv}" if kv is not None else "")
+                rows.append(run_one(name, spec, policy, prm,
+                                    out / name.replace(":", "-").replace(" ", "-"), args, kv))
                 print(json.dumps(rows[-1]), flush=True)
     finally:
         shutil.rmtree(root / "policy", ignore_errors=True)

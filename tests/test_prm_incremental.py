@@ -200,7 +200,7 @@ def test_plan_rows_keeps_padded_new_and_context_tokens_within_budget() -> None:
 
     def row(past: int, new: int) -> _Row:
         req = EncodedRequest(tuple(range(past + new)), (past + new - 1,))
-        return _Row(req, 0, entry(past, ()) if past else None)
+        return _Row(req, entry(past, ()) if past else None)
 
     rows = [row(100, 10), row(90, 20), row(0, 30), row(5, 5), row(300, 10)]
     batches = plan_rows(rows, max_new_tokens=60, max_context_tokens=400)

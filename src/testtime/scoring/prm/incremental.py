@@ -53,9 +53,12 @@ class _Row:
     """One distinct request to forward: its cached prefix and what it adds."""
 
     request: EncodedRequest
-    k: int
-    """Steps whose scores the cached prefix already holds."""
     entry: KVEntry | None
+
+    @property
+    def k(self) -> int:
+        """Steps whose scores the cached prefix already holds."""
+        return len(self.entry.scores) if self.entry is not None else 0
 
     @property
     def past(self) -> int:
@@ -71,12 +74,12 @@ class _Row:
         return self.end - self.past
 
 
-def layer_kv(cache: Any, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Keys and values ``[batch, heads, tokens, head_dim]`` of one layer of a transformers
+def cache_kv(cache: Any) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Keys and values ``[batch, heads, tokens, head_dim]`` of every layer of a transformers
     cache (``cache.layers`` in transformers 5, ``key_cache``/``value_cache`` in 4)."""
     if hasattr(cache, "layers"):
-        return cache.layers[layer].keys, cache.layers[layer].values
-    return cache.key_cache[layer], cache.value_cache[layer]
+        return [(layer.keys, layer.values) for layer in cache.layers]
+    return list(zip(cache.key_cache, cache.value_cache, strict=True))
 
 
 def sliding_window(config: Any) -> int | None:
@@ -88,10 +91,6 @@ def sliding_window(config: Any) -> int | None:
     if getattr(config, "use_sliding_window", True) is False:
         return None  # Qwen2 keeps the size in its config but does not slide
     return window
-
-
-def num_layers(cache: Any) -> int:
-    return len(cache.layers) if hasattr(cache, "layers") else len(cache.key_cache)
 
 
 def plan_rows(rows: Sequence[_Row], max_new_tokens: int, max_context_tokens: int,
@@ -157,7 +156,7 @@ class IncrementalForward:
                 scores[i] = list(entry.scores) if entry is not None else []
                 continue
             seen[key] = len(rows)
-            rows.append(_Row(req, k, entry))
+            rows.append(_Row(req, entry))
             users.append([i])
         context = self.max_context_tokens
         stored = next((r.entry for r in rows if r.entry is not None), None)
@@ -214,8 +213,8 @@ class IncrementalForward:
         new_scores = engine.head(hidden).float().cpu().tolist()
 
         # The model appended the new tokens' keys/values to ``cache`` in place.
-        grown = torch.stack([torch.stack([t[:, :, width_p:] for t in layer_kv(cache, layer)])
-                             for layer in range(num_layers(cache))])
+        grown = torch.stack([torch.stack((k[:, :, width_p:], v[:, :, width_p:]))
+                             for k, v in cache_kv(cache)])
         results: list[list[float]] = []
         start = 0
         for i, r in enumerate(rows):
