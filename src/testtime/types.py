@@ -15,9 +15,11 @@ STEP_DELIMITER = "\n\n"
 BOXED = "\\boxed"
 
 Role = Literal["system", "user", "assistant"]
-FinishReason = Literal["stop", "length", "eos"]
-"""Why a completion ended: a stop string was produced, the token limit was hit, or the model
-emitted its end-of-sequence / end-of-turn token."""
+FinishReason = Literal["stop", "length", "eos", "confidence"]
+"""Why a completion ended: a stop string was produced, the token limit was hit, the model
+emitted its end-of-sequence / end-of-turn token, or (online DeepConf) the backend stopped the
+row because its sliding-window group confidence fell below the request's threshold
+(:class:`ConfidenceStop`)."""
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,29 @@ class ChatMessage:
 
 
 @dataclass(frozen=True)
+class ConfidenceStop:
+    """Stop a row while it is generated once its group confidence is too low (online DeepConf,
+    Fu et al. 2025).
+
+    A row's group confidence after token ``t`` is the mean of the DeepConf token confidences
+    (:func:`testtime.confidence.token_confidence`) of its last ``window`` generated tokens
+    (fewer while ``t < window``: the backend checks only once ``window`` tokens exist, as the
+    paper does). The backend ends the row right after the first token whose group confidence
+    is strictly below ``threshold``, with ``finish_reason="confidence"``; the completion keeps
+    the text, tokens and per-token statistics generated so far and nothing more.
+    """
+
+    threshold: float
+    """Group-confidence threshold s (from the warm-up traces)."""
+    window: int = 2048
+    """Sliding-window size in tokens (the paper's 2048)."""
+
+    def __post_init__(self) -> None:
+        if self.window < 1:
+            raise ValueError(f"ConfidenceStop.window must be >= 1, got {self.window}")
+
+
+@dataclass(frozen=True)
 class SamplingParams:
     """Per-request sampling settings (vLLM's ``SamplingParams``, reduced to what search needs)."""
 
@@ -60,6 +85,9 @@ class SamplingParams:
     """Generation stops right after any of these strings; the string is kept in the text."""
     seed: int | None = None
     """Seed for this request's sampling, for reproducible runs."""
+    confidence_stop: ConfidenceStop | None = None
+    """Stop rows early on low confidence (online DeepConf); None: never."""
+
     def __post_init__(self) -> None:
         if self.n < 1:
             raise ValueError(f"SamplingParams.n must be >= 1, got {self.n}")
