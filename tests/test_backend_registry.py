@@ -52,19 +52,51 @@ def test_every_backend_is_listed_with_a_parseable_example() -> None:
         assert parse_policy_spec(backend.example)[0] == name and backend.summary
 
 
-def test_config_from_options_filters_portable_and_rejects_unknown() -> None:
+def test_config_from_options_refuses_settings_a_backend_lacks() -> None:
+    """No option is dropped silently: a setting the backend has no field for is a one-line
+    user error naming the CLI option and the backends that have it."""
+    from testtime.errors import UserError
     from testtime.policy.llamacpp import LlamaCppPolicyConfig
 
     cfg = config_from_options(LlamaCppPolicyConfig, "llamacpp", {"model": "x.gguf"},
-                              {"device": "cpu", "dtype": "float32", "max_batch_seqs": 8})
+                              {"device": "cpu", "max_batch_seqs": 8})
     assert (cfg.model, cfg.max_batch_seqs) == ("x.gguf", 8)
-    with pytest.raises(ValueError, match="'gpu_memory_utilization' is not valid for backend "
-                                         "'llamacpp'; valid: .*dequantize"):
+    with pytest.raises(UserError, match=r"^--gpu-memory-utilization 0.5: the llamacpp policy "
+                                        r"backend has no such setting \(it applies to: vllm\)"):
         config_from_options(LlamaCppPolicyConfig, "llamacpp", {"model": "x"},
                             {"gpu_memory_utilization": 0.5})
+    with pytest.raises(UserError, match=r"^--device cuda: the llamacpp"):
+        config_from_options(LlamaCppPolicyConfig, "llamacpp", {"model": "x"},
+                            {"device": "cuda"})
+    with pytest.raises(UserError, match=r"^--engine-arg n_gpu=1: not a setting of the "
+                                        r"llamacpp policy backend; valid: .*dequantize"):
+        config_from_options(LlamaCppPolicyConfig, "llamacpp", {"model": "x"}, {"n_gpu": 1})
     with pytest.raises(ValueError, match="max_batch_seqs must be >= 1"):
         config_from_options(LlamaCppPolicyConfig, "llamacpp", {"model": "x"},
                             {"max_batch_seqs": 0})
+
+
+def test_check_policy_options_before_loading() -> None:
+    """Every backend's settings are checked without loading a model: vLLM's named settings,
+    its pass-through, and GPUs it cannot honour in process."""
+    from testtime.errors import UserError
+    from testtime.policy.registry import check_policy_options
+
+    check_policy_options("vllm:/no/such/model", {"tensor_parallel_size": 2,
+                                                "gpu_memory_utilization": 0.8,
+                                                "max_model_len": 8192, "gpus": (0, 1)})
+    with pytest.raises(UserError, match=r"^--device cuda:1: the vllm policy backend has no "
+                                        r"such setting \(it applies to: hf\)"):
+        check_policy_options("vllm:m", {"device": "cuda:1"})
+    with pytest.raises(UserError, match=r"^--gpus 2,3: an in-process vLLM engine runs on GPUs "
+                                        r"0..1"):
+        check_policy_options("vllm:m", {"gpus": (2, 3)})
+    with pytest.raises(UserError, match=r"^--policy vllm:m: vllm.gpu_memory_utilization"):
+        check_policy_options("vllm:m", {"gpu_memory_utilization": 1.5})
+    with pytest.raises(UserError, match=r"^--tensor-parallel-size 2: the hf policy backend"):
+        check_policy_options("hf:m", {"tensor_parallel_size": 2})
+    with pytest.raises(UserError, match=r"^--dtype float32: the openai policy backend"):
+        check_policy_options("openai:m@http://127.0.0.1:1/v1", {"dtype": "float32"})
 
 
 def test_known_param_count_for_flops() -> None:

@@ -149,3 +149,29 @@ def test_served_prm_refuses_over_long_requests_with_413(qwen_ckpt: Path) -> None
             asyncio.run(client.score([req(long_question, "a step")]))
         fine = asyncio.run(client.score([req("What is 2+3?", "a step")]))
         assert len(fine.scores[0]) == 1
+
+
+def test_a_path_past_the_prm_context_is_scored_on_what_fits(qwen_ckpt: Path) -> None:
+    """A path longer than the PRM's context is not an error: the steps that fit are scored
+    exactly (the PRM is causal), the rest repeat the last score and are counted, in process
+    and through the service; the search's compute flags the path."""
+    from testtime.search.base import Compute, SearchContext
+
+    prm = PRM_FAMILIES["qwen_prm"](str(qwen_ckpt), "cpu")
+    head = ("What is 2+3?", "First, 2+3.", "So it is 5.")
+    long = req(*head, "x " * 400, "y " * 700, "\\boxed{5}")
+    short = req(*head, "x " * 400)
+    both = asyncio.run(prm.score([long, short]))
+    assert both.unread == [2, 0]
+    assert both.scores[0][:3] == pytest.approx(both.scores[1], abs=1e-5)
+    assert both.scores[0][3:] == [both.scores[0][2]] * 2
+    assert both.tokens[0] <= 1024
+    compute = Compute()
+    ctx = SearchContext.__new__(SearchContext)  # score() reads only the scorer
+    ctx.scorer = prm
+    asyncio.run(SearchContext.score(ctx, [long], compute))
+    assert (compute.prm_truncated_paths, compute.prm_unread_steps) == (1, 2)
+    with BackgroundServer(prm, ServeConfig(port=0), close_scorer=True) as srv:
+        remote = asyncio.run(RemoteScorer(srv.url, timeouts=Timeouts(read_s=60)).score([long]))
+        assert remote.unread == [2]
+        assert remote.scores[0] == pytest.approx(both.scores[0], abs=1e-5)

@@ -28,12 +28,17 @@ if TYPE_CHECKING:
 def check_config(config: RunConfig, *, policy: bool = True, scorer: bool = True) -> None:
     """Check the names a config holds without loading anything: the search method, the prompt
     and, unless told otherwise (engines injected by the caller), the policy and scorer specs
-    (their local paths exist; Hub ids are cached when offline). Raises
-    :class:`testtime.errors.UserError` naming the option."""
+    (their local paths exist; Hub ids are cached when offline), their engine settings (each
+    one the backend has: none is dropped silently) and that the policy can feed the scorer.
+    Raises :class:`testtime.errors.UserError` naming the option."""
     from testtime.errors import UserError
-    from testtime.policy.registry import check_policy_spec
+    from testtime.policy.registry import check_policy_options, check_policy_spec
     from testtime.prompts import prompt_names
-    from testtime.scoring.registry import check_scorer_spec
+    from testtime.scoring.registry import (
+        check_scorer_feeds,
+        check_scorer_options,
+        check_scorer_spec,
+    )
     from testtime.search import METHODS
 
     if config.search.method not in METHODS:
@@ -45,8 +50,12 @@ def check_config(config: RunConfig, *, policy: bool = True, scorer: bool = True)
                         config.prompt)
     if policy:
         check_policy_spec(config.policy)
+        check_policy_options(config.policy, config.policy_options)
     if scorer:
         check_scorer_spec(config.prm)
+        check_scorer_options(config.prm, config.prm_options)
+        if policy:
+            check_scorer_feeds(config.prm, config.policy)
 
 
 @dataclass

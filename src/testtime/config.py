@@ -10,6 +10,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from testtime.search.base import SamplingConfig, SearchConfig
+from testtime.types import PAPER_PATH_TOKENS
 
 CONFIG_VERSION = 2
 #: Fields that may change between a run and its resumption without changing any result.
@@ -84,11 +85,16 @@ class RunConfig(BaseModel):
     policy: str = "default"
     """Policy spec, ``BACKEND:MODEL`` (``default`` = the embedded SmolLM2 on the CPU)."""
     policy_options: dict[str, Any] = Field(default_factory=dict)
-    """Engine settings passed to the backend (device, dtype, max_batch_seqs, ...)."""
+    """Engine and placement settings of the policy backend (``device``, ``dtype``,
+    ``tensor_parallel_size``, ``gpu_memory_utilization``, ``max_model_len``, ``gpus``, ...:
+    :mod:`testtime.engine_options`); a setting the backend lacks is refused."""
     prm: str = "self-certainty"
-    """Step scorer spec (``self-certainty``, ``confidence``, ``FAMILY:PATH``)."""
+    """Step scorer spec (``self-certainty``, ``confidence``, ``FAMILY:PATH``, ...). Not given:
+    self-certainty where the policy backend reports the full distribution, else confidence
+    (:func:`testtime.scoring.registry.default_scorer`)."""
     prm_options: dict[str, Any] = Field(default_factory=dict)
-    """Settings passed to the scorer factory."""
+    """Engine and placement settings of the scorer (``device``, ``dtype``, ``gpus``,
+    ``device_map``, ``max_memory``, ``kv_cache_gb``, ...); a setting it lacks is refused."""
     prompt: str | None = None
     """Prompt template name; None picks it from the policy's model name."""
     search: SearchConfig = SearchConfig()
@@ -107,6 +113,10 @@ class RunConfig(BaseModel):
         if isinstance(data, dict) and "sampling" not in data:
             data = {**data, "sampling": recommended(str(data.get("policy", "default")),
                                                     data.get("prompt"))[0]}
+        if isinstance(data, dict) and "prm" not in data:
+            from testtime.scoring.registry import default_scorer
+
+            data = {**data, "prm": default_scorer(str(data.get("policy", "default")))}
         return data
 
     @model_validator(mode="after")
@@ -152,7 +162,7 @@ def recommended(policy: str, prompt: str | None = None) -> tuple[SamplingConfig,
     if rec is not None:
         return (SamplingConfig(temperature=rec.temperature, top_p=rec.top_p, greedy_cot=False),
                 rec.max_tokens)
-    return SamplingConfig(), EMBEDDED_PATH_TOKENS if is_embedded(policy) else 8192
+    return SamplingConfig(), EMBEDDED_PATH_TOKENS if is_embedded(policy) else PAPER_PATH_TOKENS
 
 
 def config_diff(saved: dict[str, Any], current: dict[str, Any], prefix: str = "") -> list[str]:

@@ -30,6 +30,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Self
 
+from testtime.errors import UserError
 from testtime.records import SCHEMA_VERSION, ProblemRecord
 
 log = logging.getLogger(__name__)
@@ -73,12 +74,12 @@ class RecordStore:
                 rec = ProblemRecord.model_validate_json(line)
             except ValueError as exc:
                 if lineno != len(lines):
-                    raise ValueError(f"{self.path}:{lineno}: not a valid record: {exc}") from exc
+                    raise UserError(f"{self.path}:{lineno}: not a valid record: {exc}") from exc
                 rejected = line  # a complete but invalid last line
                 good -= len(line) + 1
                 break
             if rec.schema_version > SCHEMA_VERSION:  # older ones read with defaults
-                raise ValueError(f"{self.path}:{lineno}: record schema {rec.schema_version}, "
+                raise UserError(f"{self.path}:{lineno}: record schema {rec.schema_version}, "
                                  f"this version reads {SCHEMA_VERSION}")
             self.records[rec.id] = rec
         if good == len(raw):

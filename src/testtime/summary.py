@@ -81,6 +81,7 @@ def summarize(
         "problems": total,
         "completed": len(ok),
         "errors": len(records) - len(ok),
+        "first_error": next((r.error for r in records if r.error), None),
         "missing": total - len(records),
         "accuracy": accuracy,
         "accuracy_by_level": by_level,

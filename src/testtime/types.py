@@ -13,6 +13,9 @@ from typing import Any, Literal
 STEP_DELIMITER = "\n\n"
 #: A solution's final answer is written in ``\boxed{...}``: a step holding it ends the path.
 BOXED = "\\boxed"
+#: Token limit of a whole path in the paper's code (``max_new_tokens`` 8192; its
+#: DeepSeek-R1-Distill runs use the family's 32768, see ``prompts/deepseek_r1.py``).
+PAPER_PATH_TOKENS = 8192
 
 Role = Literal["system", "user", "assistant"]
 FinishReason = Literal["stop", "length", "eos", "confidence"]

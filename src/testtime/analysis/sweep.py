@@ -41,6 +41,17 @@ PolicyFactory = Callable[[str], Policy]
 ScorerFactory = Callable[[str], StepScorer]
 
 
+class PairOptions(BaseModel):
+    """The engine options of one (policy, PRM) pair of a sweep."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    policy: str
+    prm: str
+    policy_options: dict[str, Any] = Field(default_factory=dict)
+    prm_options: dict[str, Any] = Field(default_factory=dict)
+
+
 class SweepGrid(BaseModel):
     """The grid; ``base`` supplies everything a cell does not vary (dataset, limits, ...)."""
 
@@ -65,6 +76,9 @@ class SweepGrid(BaseModel):
     sampling_by_policy: dict[str, SamplingConfig] = Field(default_factory=dict)
     """Per-policy sampling (the family's recommended settings); the cell's seed replaces the
     seed in it."""
+    engine_options: tuple[PairOptions, ...] = ()
+    """Per (policy, PRM) pair: the engine and placement settings of both (the user's, completed
+    by that pair's placement plan); a pair not listed uses ``base``'s."""
 
     @model_validator(mode="after")
     def _check(self) -> SweepGrid:
@@ -119,6 +133,9 @@ def cell_config(grid: SweepGrid, method: str, n: int, policy: str, prm: str,
         d["sampling"] = dataclasses.asdict(grid.sampling_by_policy[policy])
     d["sampling"]["seed"] = seed
     d.update(policy=policy, prm=prm)
+    for pair in grid.engine_options:
+        if (pair.policy, pair.prm) == (policy, prm):
+            d.update(policy_options=pair.policy_options, prm_options=pair.prm_options)
     return RunConfig.model_validate(d)
 
 

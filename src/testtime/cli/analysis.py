@@ -11,6 +11,8 @@ from typing import Annotated
 
 import typer
 
+from testtime.cli import engine_cli as eo
+from testtime.cli import search_options as so
 from testtime.cli.common import (
     DEFAULT_PATH_TOKENS,
     RAY_LOCAL,
@@ -115,7 +117,9 @@ def sweep(
     methods: Annotated[str, typer.Option(help="Comma-separated registered methods")]
     = "best_of_n,beam_search,dvts",
     ns: Annotated[str, typer.Option(help="Comma-separated budgets N")] = "4,16,64,256",
-    prms: Annotated[str, typer.Option(help="Comma-separated scorer specs")] = "self-certainty",
+    prms: Annotated[str | None, typer.Option(
+        help="Comma-separated scorer specs [default: self-certainty; confidence when a vllm "
+             "or openai policy is among --policies]")] = None,
     policies: Annotated[str, typer.Option(help="Comma-separated policy specs")] = "default",
     seeds: Annotated[str, typer.Option(help="Comma-separated seeds")] = "0",
     dataset: Annotated[str, typer.Option(help="demo, demo-N, math500, ... or a JSONL path")]
@@ -133,8 +137,34 @@ def sweep(
     semantics: Annotated[str, typer.Option(help="paper or sal (as `run`)")] = "paper",
     answer_grouping: Annotated[str, typer.Option(help="string or equivalence (as `run`)")]
     = "string",
-    device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:N")] = None,
-    dtype: Annotated[str | None, typer.Option(help="auto, float32, bfloat16")] = None,
+    step_splitter: so.StepSplitter = "blank_lines",
+    step_min_chars: so.StepMinChars = 400,
+    think_budget: so.ThinkBudget = None,
+    dc_warmup: so.DcWarmup = 16,
+    dc_eta: so.DcEta = 10.0,
+    dc_window: so.DcWindow = 2048,
+    dc_consensus: so.DcConsensus = 0.95,
+    dc_round: so.DcRound = 1,
+    rebase_temperature: so.RebaseTemperature = 0.2,
+    device: eo.Device = None,
+    dtype: eo.Dtype = None,
+    max_batch_seqs: eo.MaxBatchSeqs = None,
+    tensor_parallel_size: eo.TensorParallel = None,
+    gpu_memory_utilization: eo.GpuMemoryUtilization = None,
+    max_model_len: eo.MaxModelLen = None,
+    gpus: eo.Gpus = None,
+    device_map: eo.DeviceMap = None,
+    max_memory: eo.MaxMemory = None,
+    engine_arg: eo.EngineArg = None,
+    prm_device: eo.PrmDevice = None,
+    prm_dtype: eo.PrmDtype = None,
+    prm_gpus: eo.PrmGpus = None,
+    prm_device_map: eo.PrmDeviceMap = None,
+    prm_max_memory: eo.PrmMaxMemory = None,
+    prm_kv_cache_gb: eo.PrmKvCacheGb = None,
+    prm_max_batch_tokens: eo.PrmMaxBatchTokens = None,
+    prm_arg: eo.PrmArg = None,
+    trust_remote_code: eo.TrustRemoteCode = False,
     concurrency: Annotated[int, typer.Option(help="Problems in flight at once")] = 64,
     out: Annotated[Path | None, typer.Option(help="Sweep directory")] = None,
     progress: Annotated[bool, typer.Option(help="Show progress bars")] = True,
@@ -147,27 +177,49 @@ def sweep(
     as_json: Annotated[bool, typer.Option("--json", help="Print the cells as JSON")] = False,
 ) -> None:
     """Run a grid of methods x N x PRMs x policies x seeds, reusing prefix samples, resumable."""
-    from testtime.analysis.sweep import SweepGrid, run_sweep
+    from testtime.analysis.sweep import PairOptions, SweepGrid, run_sweep
+    from testtime.cli.execution import planned_options
     from testtime.config import DatasetConfig, RunConfig
     from testtime.search.base import SearchConfig
 
-    engine = {k: v for k, v in {"device": device, "dtype": dtype}.items() if v is not None}
+    engine = eo.EngineArgs(
+        device=device, dtype=dtype, max_batch_seqs=max_batch_seqs,
+        tensor_parallel_size=tensor_parallel_size, gpu_memory_utilization=gpu_memory_utilization,
+        max_model_len=max_model_len, gpus=gpus, device_map=device_map, max_memory=max_memory,
+        engine_arg=engine_arg, prm_device=prm_device, prm_dtype=prm_dtype, prm_gpus=prm_gpus,
+        prm_device_map=prm_device_map, prm_max_memory=prm_max_memory,
+        prm_kv_cache_gb=prm_kv_cache_gb, prm_max_batch_tokens=prm_max_batch_tokens,
+        prm_arg=prm_arg, trust_remote_code=trust_remote_code)
     with user_errors():
+        if prms is None:
+            from testtime.scoring.registry import PORTABLE_SCORER, default_scorer
+
+            defaults = {default_scorer(p) for p in _csv(policies)}
+            prms = defaults.pop() if len(defaults) == 1 else PORTABLE_SCORER
         per_policy = {p: sampling_and_path(p, None, temperature, top_p, 0, max_path_tokens)
                       for p in _csv(policies)}
+        pairs = tuple(PairOptions(policy=p, prm=r, **dict(zip(
+            ("policy_options", "prm_options"), planned_options(p, r, engine), strict=True)))
+            for p in _csv(policies) for r in _csv(prms))
         grid = SweepGrid(
             base=RunConfig(
                 dataset=DatasetConfig(name=dataset, data_dir=data_dir, limit=limit),
-                policy_options=engine, prm_options=engine,
                 search=SearchConfig(beam_width=beam_width, max_depth=max_depth,
                                     max_path_tokens=max_path_tokens or DEFAULT_PATH_TOKENS,
                                     semantics=semantics,  # type: ignore[arg-type]
-                                    answer_grouping=answer_grouping),  # type: ignore[arg-type]
+                                    answer_grouping=answer_grouping,  # type: ignore[arg-type]
+                                    **so.search_fields(
+                                        step_splitter=step_splitter,
+                                        step_min_chars=step_min_chars, think_budget=think_budget,
+                                        dc_warmup=dc_warmup, dc_eta=dc_eta, dc_window=dc_window,
+                                        dc_consensus=dc_consensus, dc_round=dc_round,
+                                        rebase_temperature=rebase_temperature)),
                 max_concurrent_problems=concurrency),
             methods=_csv(methods), ns=_ints(ns, "ns"), prms=_csv(prms),
             policies=_csv(policies), seeds=_ints(seeds, "seeds"),
             max_path_tokens_by_policy={p: path for p, (_, path) in per_policy.items()},
             sampling_by_policy={p: sampling for p, (sampling, _) in per_policy.items()},
+            engine_options=pairs,
         )
         ray_options = None
         if ray is not None:
@@ -179,9 +231,10 @@ def sweep(
             fail("--ray-actors/--gpus-per-actor only apply with --ray")
         out_dir = out or Path("runs") / f"sweep-{Path(dataset).stem}"
         try:
-            cells = asyncio.run(run_sweep(grid, out_dir, progress=progress,
-                                          log=(lambda _: None) if as_json else console.print,
-                                          ray=ray_options))
+            with user_errors(strict=True):  # a bug inside a backend keeps its traceback
+                cells = asyncio.run(run_sweep(grid, out_dir, progress=progress,
+                                              log=(lambda _: None) if as_json else
+                                              console.print, ray=ray_options))
         except KeyboardInterrupt:
             console.print(f"\n[yellow]interrupted[/yellow]: rerun the same command to resume "
                           f"{out_dir}")

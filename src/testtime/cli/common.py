@@ -22,11 +22,8 @@ err_console = Console(stderr=True)
 
 from testtime.config import EMBEDDED_PATH_TOKENS, is_embedded, recommended  # noqa: F401
 
-DEFAULT_PATH_TOKENS = 8192
-KV_CACHE_HELP = ("GiB an in-process PRM keeps for the keys/values of scored prefixes, so a "
-                 "path grown by a step runs only its new tokens (same scores; 0: rescore "
-                 "every path in full) [default: 8 on a GPU (at most a quarter of its free "
-                 "memory), 1 on the CPU]")
+from testtime.cli.engine_cli import KV_CACHE_HELP  # noqa: F401,E402  (re-exported)
+from testtime.types import PAPER_PATH_TOKENS as DEFAULT_PATH_TOKENS  # noqa: E402
 #: What a bare ``--ray`` stands for (typer options cannot take an optional value, so ``main``
 #: fills it in): a local Ray, or the cluster ``$RAY_ADDRESS`` names.
 RAY_LOCAL = "local"
@@ -91,21 +88,38 @@ def fail(message: str, code: int = 2) -> NoReturn:
     raise typer.Exit(code)
 
 
-def user_error_types() -> tuple[type[BaseException], ...]:
-    """Exceptions that are the user's to fix (printed as one line, exit 2)."""
+#: Set on an exception that left a ``strict`` :func:`user_errors` block: a bug, whose
+#: traceback an enclosing block must not shorten to one line.
+_INTERNAL = "_testtime_internal_error"
+
+
+def user_error_types(strict: bool = False) -> tuple[type[BaseException], ...]:
+    """Exceptions that are the user's to fix (printed as one line, exit 2).
+
+    ``strict``: only the declared user errors (``UserError`` and its kin: bad dataset lines,
+    run directories, locks, executors, missing files). Otherwise any ``ValueError`` too: the
+    option-parsing phase of a command, where every ``ValueError`` is a config validator's
+    verdict on what the user typed."""
     from pydantic import ValidationError
 
+    from testtime.datasets.base import DatasetError
     from testtime.distributed.driver import ExecutorError
+    from testtime.errors import UserError
     from testtime.rundir import RunDirError
     from testtime.store import RunLocked
 
-    return (ValueError, FileNotFoundError, RunDirError, ExecutorError, ValidationError,
-            RunLocked)
+    declared = (UserError, DatasetError, FileNotFoundError, RunDirError, ExecutorError,
+                ValidationError, RunLocked)
+    return declared if strict else (ValueError, *declared)
 
 
 @contextmanager
-def user_errors() -> Iterator[None]:
-    """Turn user errors raised inside into one line and exit code 2."""
+def user_errors(strict: bool = False) -> Iterator[None]:
+    """Turn user errors raised inside into one line and exit code 2.
+
+    ``strict`` (around loading models and running): only declared user errors are shortened;
+    any other exception (a ``ValueError`` raised by a bug inside a backend) keeps its
+    traceback, also through an enclosing non-strict block."""
     from pydantic import ValidationError
 
     try:
@@ -114,9 +128,15 @@ def user_errors() -> Iterator[None]:
         raise
     except ValidationError as exc:
         fail(validation_message(exc))
-    except user_error_types() as exc:
+    except user_error_types(strict) as exc:
+        if getattr(exc, _INTERNAL, False):
+            raise
         # Messages about saved run configs name their fields as config.json spells them.
         fail(str(exc) if getattr(exc, "names_config_fields", False) else option_names(str(exc)))
+    except Exception as exc:
+        if strict:
+            setattr(exc, _INTERNAL, True)
+        raise
 
 
 def show(*renderables: Any) -> None:

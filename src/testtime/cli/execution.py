@@ -54,6 +54,33 @@ def retry_and_executor(
     return retry, RayExecutor(cfg, options)
 
 
+def planned_options(policy: str, prm: str, engine: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The policy's and the scorer's options: what the user gave (``engine``, an
+    :class:`testtime.cli.engine_cli.EngineArgs`), completed by the placement plan on the GPUs
+    this machine has (:func:`testtime.placement.plan_placement`; the same plan `testtime plan`
+    prints). Settings the user gave win over the plan's. A layout that cannot fit is a
+    one-line user error here, before anything loads. Without a GPU, or with nothing to place
+    (llama.cpp, a served policy and a model-free or served scorer), there is no plan."""
+    from testtime.policy.registry import check_policy_spec, parse_policy_spec
+    from testtime.scoring.registry import scorer_settings
+
+    check_policy_spec(policy)  # names a bad spec before the options are read
+    policy_options, prm_options = engine.policy_options(), engine.prm_options(prm)
+    on_gpu = parse_policy_spec(policy)[0] in ("hf", "vllm") or "gpus" in scorer_settings(prm)
+    cpu = policy_options.get("device") == "cpu" and prm_options.get("device") in (None, "cpu")
+    if not on_gpu or cpu:
+        return policy_options, prm_options
+    from testtime.placement import detect_gpus, plan_placement
+
+    gpus = detect_gpus()
+    if not gpus:
+        return policy_options, prm_options
+    plan = plan_placement(policy, prm, gpus, policy_options=policy_options,
+                          prm_options=prm_options)
+    return ({**plan.policy_options(), **policy_options},
+            {**plan.prm_options(), **prm_options})
+
+
 async def run_with(executor: Any, job: Coroutine[Any, Any, T]) -> T:
     """Await ``job`` while the executor (if any) is open; close it whatever happens."""
     if executor is None:

@@ -14,17 +14,18 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
+from testtime.cli import engine_cli as eo
+from testtime.cli import search_options as so
 from testtime.cli.common import (
     DEFAULT_PATH_TOKENS,
     EMBEDDED_PATH_TOKENS,
-    KV_CACHE_HELP,
     console,
     fail,
     print_json,
     sampling_and_path,
     user_errors,
 )
-from testtime.cli.execution import print_summary, retry_and_executor, run_with
+from testtime.cli.execution import planned_options, print_summary, retry_and_executor, run_with
 from testtime.config import AdaptiveSettings, DatasetConfig, RunConfig
 from testtime.search.base import SearchConfig
 
@@ -57,7 +58,8 @@ def run(
     limit: Annotated[int | None, typer.Option(help="Only the first K problems")] = None,
     ids: Annotated[str | None, typer.Option(help="Comma-separated problem ids")] = None,
     method: Annotated[str, typer.Option(
-        help="cot, best_of_n, beam_search, dvts, particle_filtering, adaptive_sc")]
+        help="cot, best_of_n, beam_search, dvts, particle_filtering, adaptive_sc, deepconf, "
+             "rebase")]
     = "best_of_n",
     n: Annotated[int, typer.Option(help="Budget N: final paths per problem")] = 4,
     beam_width: Annotated[int, typer.Option(help="M for beam search / DVTS")] = 4,
@@ -85,6 +87,15 @@ def run(
         help="adaptive_sc: stop once P(leading answer is the majority) reaches it")] = 0.95,
     sc_criterion: Annotated[str, typer.Option(help="adaptive_sc: beta or dirichlet")] = "beta",
     sc_round: Annotated[int, typer.Option(help="adaptive_sc: samples between checks")] = 1,
+    step_splitter: so.StepSplitter = "blank_lines",
+    step_min_chars: so.StepMinChars = 400,
+    think_budget: so.ThinkBudget = None,
+    dc_warmup: so.DcWarmup = 16,
+    dc_eta: so.DcEta = 10.0,
+    dc_window: so.DcWindow = 2048,
+    dc_consensus: so.DcConsensus = 0.95,
+    dc_round: so.DcRound = 1,
+    rebase_temperature: so.RebaseTemperature = 0.2,
     temperature: Annotated[float | None, typer.Option(
         help="Sampling temperature [default: the paper's 0.7; 0.6 for DeepSeek-R1-Distill]")]
     = None,
@@ -93,16 +104,31 @@ def run(
     seed: Annotated[int, typer.Option(help="Base random seed")] = 0,
     policy: Annotated[str, typer.Option(help="BACKEND:MODEL, e.g. hf:Qwen/Qwen2.5-1.5B-Instruct"
                                              " (default: embedded SmolLM2 on CPU)")] = "default",
-    prm: Annotated[str, typer.Option(help="self-certainty, confidence, or FAMILY:PATH "
-                                          "(math_shepherd, rlhflow, skywork, qwen_prm)")]
-    = "self-certainty",
+    prm: Annotated[str | None, typer.Option(
+        help="self-certainty, confidence, or FAMILY:PATH (math_shepherd, rlhflow, skywork, "
+             "qwen_prm), http://HOST:PORT, vllm-pooling:... [default: self-certainty; "
+             "confidence for vllm and openai policies, which report top-20 log-probs only]")]
+    = None,
     prompt: Annotated[str | None, typer.Option(help="Prompt template name "
                                                        "(default: from the model name)")] = None,
-    device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:N")] = None,
-    dtype: Annotated[str | None, typer.Option(help="auto, float32, bfloat16")] = None,
-    max_batch_seqs: Annotated[int | None, typer.Option(help="Sequences per policy batch")]
-    = None,
-    prm_kv_cache_gb: Annotated[float | None, typer.Option(help=KV_CACHE_HELP, min=0.0)] = None,
+    device: eo.Device = None,
+    dtype: eo.Dtype = None,
+    max_batch_seqs: eo.MaxBatchSeqs = None,
+    tensor_parallel_size: eo.TensorParallel = None,
+    gpu_memory_utilization: eo.GpuMemoryUtilization = None,
+    max_model_len: eo.MaxModelLen = None,
+    gpus: eo.Gpus = None,
+    device_map: eo.DeviceMap = None,
+    max_memory: eo.MaxMemory = None,
+    engine_arg: eo.EngineArg = None,
+    prm_device: eo.PrmDevice = None,
+    prm_dtype: eo.PrmDtype = None,
+    prm_gpus: eo.PrmGpus = None,
+    prm_device_map: eo.PrmDeviceMap = None,
+    prm_max_memory: eo.PrmMaxMemory = None,
+    prm_kv_cache_gb: eo.PrmKvCacheGb = None,
+    prm_max_batch_tokens: eo.PrmMaxBatchTokens = None,
+    prm_arg: eo.PrmArg = None,
     concurrency: Annotated[int, typer.Option(help="Problems in flight at once")] = 64,
     out: Annotated[Path | None, typer.Option(help="Run directory [default: runs/<name>]")]
     = None,
@@ -110,8 +136,7 @@ def run(
     overwrite: Annotated[bool, typer.Option(help="Discard results already in --out")] = False,
     progress: Annotated[bool, typer.Option(help="Show a progress bar")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON")] = False,
-    trust_remote_code: Annotated[bool, typer.Option(help="Let model repos run their code")]
-    = False,
+    trust_remote_code: eo.TrustRemoteCode = False,
     ray: Annotated[str | None, typer.Option(
         "--ray", metavar="[ADDRESS]",
         help="Spread problems over Ray actors. Alone: a local Ray (or $RAY_ADDRESS); 'auto': "
@@ -165,24 +190,32 @@ def run(
                                         compare=tuple(str(p) for p in compare or ()))
         elif table is not None or budget is not None or compare:
             fail("--table, --budget and --compare apply with --strategy optimal")
-        engine = {k: v for k, v in {"device": device, "dtype": dtype,
-                                    "max_batch_seqs": max_batch_seqs}.items() if v is not None}
-        if trust_remote_code:
-            engine["trust_remote_code"] = True
+        engine = eo.EngineArgs(
+            device=device, dtype=dtype, max_batch_seqs=max_batch_seqs,
+            tensor_parallel_size=tensor_parallel_size,
+            gpu_memory_utilization=gpu_memory_utilization, max_model_len=max_model_len,
+            gpus=gpus, device_map=device_map, max_memory=max_memory, engine_arg=engine_arg,
+            prm_device=prm_device, prm_dtype=prm_dtype, prm_gpus=prm_gpus,
+            prm_device_map=prm_device_map, prm_max_memory=prm_max_memory,
+            prm_kv_cache_gb=prm_kv_cache_gb, prm_max_batch_tokens=prm_max_batch_tokens,
+            prm_arg=prm_arg, trust_remote_code=trust_remote_code)
         if policy == "default":
             # Record the backend actually used, so the saved config reproduces this run.
             from testtime.policy.registry import default_backend
 
             policy = f"{default_backend()}:default"
+        if prm is None:
+            from testtime.scoring.registry import default_scorer
+
+            prm = default_scorer(policy)
+        policy_options, prm_options = planned_options(policy, prm, engine)
         sampling, path = sampling_and_path(policy, prompt, temperature, top_p, seed,
                                            max_path_tokens)
         cfg = RunConfig(
             dataset=DatasetConfig(name=dataset, data_dir=data_dir, problem_field=problem_field,
                                   answer_field=answer_field, limit=limit,
                                   ids=tuple(i.strip() for i in ids.split(",")) if ids else None),
-            policy=policy, policy_options=engine, prm=prm,
-            prm_options={**{k: v for k, v in engine.items() if k in ("device", "dtype")},
-                         **({} if prm_kv_cache_gb is None else {"kv_cache_gb": prm_kv_cache_gb})},
+            policy=policy, policy_options=policy_options, prm=prm, prm_options=prm_options,
             prompt=prompt,
             search=SearchConfig(method=method, n=n, beam_width=beam_width, max_depth=max_depth,
                                 max_step_tokens=max_step_tokens, max_path_tokens=path,
@@ -193,7 +226,12 @@ def run(
                                 pf_resample_finished=pf_resample_finished,
                                 sc_threshold=sc_threshold,
                                 sc_criterion=sc_criterion,  # type: ignore[arg-type]
-                                sc_round=sc_round),
+                                sc_round=sc_round, **so.search_fields(
+                                    step_splitter=step_splitter, step_min_chars=step_min_chars,
+                                    think_budget=think_budget, dc_warmup=dc_warmup,
+                                    dc_eta=dc_eta, dc_window=dc_window,
+                                    dc_consensus=dc_consensus, dc_round=dc_round,
+                                    rebase_temperature=rebase_temperature)),
             sampling=sampling,
             max_concurrent_problems=concurrency, adaptive=adaptive,
         )
@@ -203,15 +241,19 @@ def run(
         out_dir = out or (Path("runs/adaptive") if adaptive else default_out_dir(cfg))
         retry, executor = retry_and_executor(cfg, ray, ray_actors, gpus_per_actor, max_retries)
         try:
-            outcome = asyncio.run(run_with(executor, run_async(
-                cfg, out_dir, resume=resume, overwrite=overwrite, progress=progress,
-                retry=retry, executor=executor)))
+            with user_errors(strict=True):  # a bug inside a backend keeps its traceback
+                outcome = asyncio.run(run_with(executor, run_async(
+                    cfg, out_dir, resume=resume, overwrite=overwrite, progress=progress,
+                    retry=retry, executor=executor)))
         except KeyboardInterrupt:
             console.print(f"\n[yellow]interrupted[/yellow]: finished problems are saved in "
                           f"{out_dir}; run the same command with --resume to complete it")
             raise typer.Exit(130) from None
+    failed = _all_failed(outcome.summary)
     if as_json:
         print_json(outcome.summary)
+        if failed:
+            raise typer.Exit(1)
         return
     print_summary(outcome.summary, summary_tables)
     if executor is not None:
@@ -220,6 +262,18 @@ def run(
                       f"{st.actors_lost} lost ({st.units_lost} units retried), "
                       f"{st.replacements} replaced")
     console.print(f"results: {out_dir}/results.jsonl, summary: {out_dir}/summary.json")
+    if failed:
+        fail(f"every problem failed ({outcome.summary['errors']} error records in "
+             f"{out_dir}/results.jsonl); the first error: {failed}", code=1)
+
+
+def _all_failed(summary: dict[str, Any]) -> str | None:
+    """The first error of a run whose every problem failed (then the command exits 1: a
+    script must not read 0 % accuracy from a run that never ran), else None."""
+    problems, errors = summary.get("problems", 0), summary.get("errors", 0)
+    if not problems or errors < problems:
+        return None
+    return str(summary.get("first_error") or "see the records' error field")
 
 
 @functools.wraps(run)

@@ -41,6 +41,10 @@ class ScoreResult:
     tokens: list[int] = field(default_factory=list)
     """Per request; empty means 0 for every request (model-free scorers)."""
     cached: list[int] = field(default_factory=list)
+    unread: list[int] = field(default_factory=list)
+    """Per request, the trailing steps the scorer could not read because the path ran past its
+    context: their scores repeat the last step it read (see
+    :meth:`testtime.scoring.prm.scorer.PRMScorer.encode`); 0 for a path read whole."""
     """Per request; empty means 0 for every request (nothing reused)."""
 
     def __post_init__(self) -> None:
@@ -48,9 +52,15 @@ class ScoreResult:
             object.__setattr__(self, "tokens", [0] * len(self.scores))
         if not self.cached:
             object.__setattr__(self, "cached", [0] * len(self.scores))
-        if len(self.tokens) != len(self.scores) or len(self.cached) != len(self.scores):
-            raise ValueError(f"ScoreResult: {len(self.tokens)} token counts and "
-                             f"{len(self.cached)} cached counts for {len(self.scores)} requests")
+        if not self.unread:
+            object.__setattr__(self, "unread", [0] * len(self.scores))
+        if len(self.tokens) != len(self.scores) or len(self.cached) != len(self.scores) \
+                or len(self.unread) != len(self.scores):
+            raise ValueError(f"ScoreResult: {len(self.tokens)} token counts, "
+                             f"{len(self.cached)} cached counts and {len(self.unread)} unread "
+                             f"counts for {len(self.scores)} requests")
+        if any(u < 0 for u in self.unread):
+            raise ValueError("ScoreResult: unread step counts must be >= 0")
         if any(not 0 <= c <= t for c, t in zip(self.cached, self.tokens, strict=True)):
             raise ValueError("ScoreResult: cached tokens must lie between 0 and the tokens read")
 
@@ -70,14 +80,15 @@ class ScoreResult:
     def part(self, start: int, stop: int) -> ScoreResult:
         """The result of requests ``start..stop-1`` (to split a merged call per caller)."""
         return ScoreResult(self.scores[start:stop], self.tokens[start:stop],
-                           self.cached[start:stop])
+                           self.cached[start:stop], self.unread[start:stop])
 
     @staticmethod
     def concat(results: Sequence[ScoreResult]) -> ScoreResult:
         """Results of consecutive calls as one."""
         return ScoreResult([s for r in results for s in r.scores],
                            [t for r in results for t in r.tokens],
-                           [c for r in results for c in r.cached])
+                           [c for r in results for c in r.cached],
+                           [u for r in results for u in r.unread])
 
     def check(self, requests: Sequence[ScoreRequest], who: str) -> ScoreResult:
         """Raise ``ValueError`` naming ``who`` unless there is one score per step per request."""

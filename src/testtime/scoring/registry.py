@@ -25,11 +25,19 @@ from testtime.scoring.base import StepScorer
 from testtime.types import Problem
 
 MODEL_FREE = ("self-certainty", "confidence")
+#: The default ``--prm`` where the policy backend reports the full next-token distribution.
+DEFAULT_SCORER = "self-certainty"
+#: The default elsewhere (vllm, openai): DeepConf's top-20 confidence, which every backend
+#: reports.
+PORTABLE_SCORER = "confidence"
 ORACLE = "oracle"
 JUDGE = "judge"
 #: Options a PRM factory takes; other scorers take the subset that applies to them.
-_PRM_OPTIONS = ("device", "dtype", "max_batch_tokens", "trust_remote_code", "kv_cache_gb")
-_KNOWN_OPTIONS = (*_PRM_OPTIONS, "api_key", "tokenizer", "task")
+_PRM_OPTIONS = ("device", "dtype", "max_batch_tokens", "trust_remote_code", "kv_cache_gb",
+                "gpus", "device_map", "max_memory")
+_JUDGE_OPTIONS = ("device", "dtype", "trust_remote_code")
+_HTTP_OPTIONS = ("api_key",)
+_POOLING_OPTIONS = ("tokenizer", "api_key", "task", "trust_remote_code")
 _UNKNOWN = (f"use one of {', '.join(MODEL_FREE)}, FAMILY:PATH with FAMILY in math_shepherd, "
             f"rlhflow, skywork, qwen_prm, http://HOST:PORT, vllm-pooling:MODEL@http://HOST:PORT, "
             f"judge, judge:hf:PATH, or oracle")
@@ -37,6 +45,67 @@ _UNKNOWN = (f"use one of {', '.join(MODEL_FREE)}, FAMILY:PATH with FAMILY in mat
 
 def _pick(options: dict[str, Any], keys: Iterable[str]) -> dict[str, Any]:
     return {k: options[k] for k in keys if options.get(k) is not None}
+
+
+def parse_judge_spec(spec: str) -> str:
+    """``judge:hf:PATH_OR_HUB_ID`` -> the judge model; ``ValueError`` for any other form."""
+    backend, _, path = spec[len(JUDGE) + 1:].partition(":")
+    if not spec.startswith(f"{JUDGE}:") or backend != "hf" or not path:
+        raise ValueError(f"judge spec {spec!r} must be 'judge' or 'judge:hf:PATH_OR_HUB_ID'")
+    return path
+
+
+def scorer_settings(spec: str) -> tuple[str, ...]:
+    """The engine settings (``RunConfig.prm_options`` keys) the scorer of ``spec`` takes."""
+    if spec in (*MODEL_FREE, ORACLE, JUDGE):
+        return ()  # nothing to place: they read the policy's statistics or the references
+    if spec.startswith(f"{JUDGE}:"):
+        return _JUDGE_OPTIONS
+    if spec.startswith(("http://", "https://")):
+        return _HTTP_OPTIONS
+    if spec.startswith("vllm-pooling:"):
+        return _POOLING_OPTIONS
+    return _PRM_OPTIONS
+
+
+def check_scorer_options(spec: str, options: dict[str, Any] | None) -> None:
+    """Refuse settings the scorer of ``spec`` does not take (no option dropped silently),
+    naming the option that set it. Raises :class:`UserError`."""
+    from testtime.engine_options import PRM_SETTINGS
+    from testtime.errors import UserError
+
+    takes = scorer_settings(spec)
+    for key, value in (options or {}).items():
+        if key not in takes:
+            option = PRM_SETTINGS.get(key, "--prm-arg")
+            shown = f"{key}={value}" if option == "--prm-arg" else str(value)
+            valid = f"; it takes: {', '.join(takes)}" if takes else " (it loads no model)"
+            raise UserError(f"the scorer {spec} has no such setting{valid}", option, shown)
+
+
+def check_scorer_feeds(spec: str, policy: str) -> None:
+    """Refuse, before anything loads, a model-free scorer the policy backend cannot feed:
+    self-certainty needs the full next-token distribution, which ``vllm`` and ``openai``
+    do not report. Raises :class:`UserError`."""
+    from testtime.errors import UserError
+    from testtime.policy.registry import backend_has_certainty
+
+    if spec == "self-certainty" and not backend_has_certainty(policy):
+        raise UserError(f"self-certainty needs the policy's full next-token distribution, "
+                        f"which {policy.partition(':')[0]} does not report; use --prm "
+                        f"{PORTABLE_SCORER} (DeepConf's top-20 confidence) or a PRM",
+                        "--prm", spec)
+
+
+def default_scorer(policy: str) -> str:
+    """The ``--prm`` of a run that names none: self-certainty where the policy backend feeds
+    it (hf, llamacpp), else confidence (vllm, openai), so every policy runs as it stands.
+    An invalid policy spec gets self-certainty: the config check names the spec itself."""
+    from testtime.policy.registry import POLICY_BACKENDS
+
+    backend = "default" if policy == "default" else policy.partition(":")[0]
+    known = POLICY_BACKENDS.get(backend)
+    return PORTABLE_SCORER if known is not None and not known.certainty else DEFAULT_SCORER
 
 
 def build_scorer(
@@ -49,14 +118,13 @@ def build_scorer(
     """The scorer named by ``spec``.
 
     ``options`` are engine settings (``device``, ``dtype``, ``max_batch_tokens``,
-    ``trust_remote_code``, ``kv_cache_gb``; ``api_key`` for HTTP scorers; ``tokenizer``/``task`` for
-    ``vllm-pooling``); each scorer takes the ones that apply to it. ``policy`` is the run's
+    ``trust_remote_code``, ``kv_cache_gb``, ``gpus``, ``device_map``, ``max_memory``;
+    ``api_key`` for HTTP scorers; ``tokenizer``/``task`` for ``vllm-pooling``): each scorer
+    takes those of :func:`scorer_settings` and refuses the others. ``policy`` is the run's
     policy (for ``judge``); ``problems`` are the run's problems (for ``oracle``).
     """
     opts = dict(options or {})
-    unknown = sorted(set(opts) - set(_KNOWN_OPTIONS))
-    if unknown:
-        raise ValueError(f"unknown scorer options {unknown}; known: {list(_KNOWN_OPTIONS)}")
+    check_scorer_options(spec, opts)
     if spec in MODEL_FREE:
         from testtime.scoring.self_certainty import SelfCertaintyScorer
 
@@ -75,21 +143,17 @@ def build_scorer(
                              "use judge:hf:PATH for a judge model of its own")
         return JudgeScorer(policy)
     if spec.startswith(f"{JUDGE}:"):
-        backend, _, path = spec[len(JUDGE) + 1:].partition(":")
-        if backend != "hf" or not path:
-            raise ValueError(f"judge spec {spec!r} must be 'judge' or 'judge:hf:PATH_OR_HUB_ID'")
         from testtime.scoring.judge import load_judge
 
-        return load_judge(path, **_pick(opts, ("device", "dtype", "trust_remote_code")))
+        return load_judge(parse_judge_spec(spec), **_pick(opts, _JUDGE_OPTIONS))
     if spec.startswith(("http://", "https://")):
         from testtime.scoring.service.client import RemoteScorer
 
-        return RemoteScorer.connect(spec, **_pick(opts, ("api_key",)))
+        return RemoteScorer.connect(spec, **_pick(opts, _HTTP_OPTIONS))
     if spec.startswith("vllm-pooling:"):
         from testtime.scoring.service.vllm_pooling import VLLMPoolingScorer
 
-        return VLLMPoolingScorer.from_spec(
-            spec, **_pick(opts, ("tokenizer", "api_key", "task", "trust_remote_code")))
+        return VLLMPoolingScorer.from_spec(spec, **_pick(opts, _POOLING_OPTIONS))
     if ":" in spec:
         from testtime.scoring.prm import PRM_FAMILIES, load_prm
 
@@ -109,10 +173,7 @@ def check_scorer_spec(spec: str) -> None:
         return
     try:
         if spec.startswith(f"{JUDGE}:"):
-            backend, _, path = spec[len(JUDGE) + 1:].partition(":")
-            if backend != "hf" or not path:
-                raise ValueError("expected 'judge' or 'judge:hf:PATH_OR_HUB_ID'")
-            check_model_source(path, "--prm", spec)
+            check_model_source(parse_judge_spec(spec), "--prm", spec)
         elif spec.startswith(("http://", "https://")):
             from testtime.scoring.service.http import split_url
 

@@ -9,17 +9,24 @@ from __future__ import annotations
 
 import math
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
 
 from testtime.policy.base import Policy
 from testtime.prompts.base import PromptTemplate
 from testtime.scoring.base import StepScorer
 from testtime.search.compute import Compute, PrefixCache, spent  # noqa: F401  (re-exported)
+from testtime.search.result_types import (  # noqa: F401  (re-exported)
+    Candidate,
+    NodeStatus,
+    SearchResult,
+    TreeNode,
+)
 from testtime.steps import completion_steps
 from testtime.types import (
     ChatMessage,
     Completion,
+    PAPER_PATH_TOKENS,
     GenerationRequest,
     Problem,
     SamplingParams,
@@ -30,10 +37,6 @@ from testtime.types import (
 if TYPE_CHECKING:
     from testtime.grading import Grader
 
-NodeStatus = Literal["kept", "pruned", "finished", "active", "lookahead", "dropped"]
-"""``lookahead``: a greedy roll-out step used only to score its parent, never part of a path;
-``dropped``: a sampled step the search discarded unscored (cut by the token limit, or a
-duplicate of a sibling, as the paper's code does)."""
 Semantics = Literal["paper", "sal"]
 """Whose search decisions to reproduce: ``paper`` (Liu et al. 2025's code,
 ``RyanLiu112/compute-optimal-tts``) or ``sal`` (``huggingface/search-and-learn``)."""
@@ -43,6 +46,8 @@ AnswerGrouping = Literal["string", "equivalence"]
 """How votes group answers: ``string`` (the paper's code: the normalised answer string, and a
 path without an answer votes for the empty answer) or ``equivalence`` (Math-Verify classes;
 paths without an answer abstain)."""
+StepSplitterName = Literal["blank_lines", "min_length", "thinking"]
+"""How text is split into steps (:mod:`testtime.step_splitters`)."""
 
 
 @dataclass(frozen=True)
@@ -51,7 +56,7 @@ class SearchConfig:
 
     method: str = "best_of_n"
     """Registered search method name (``cot``, ``best_of_n``, ``beam_search``, ``dvts``,
-    ``particle_filtering``, ``adaptive_sc``, ``adaptive``)."""
+    ``particle_filtering``, ``adaptive_sc``, ``deepconf``, ``rebase``, ``adaptive``)."""
     n: int = 4
     """Budget N: generations (Best-of-N samples; samples at a beam search's root; DVTS
     subtrees x M). Methods differ in how many final paths they return for it."""
@@ -61,7 +66,7 @@ class SearchConfig:
     """Most steps in a path (the paper's ``tree_max_depth``; search-and-learn's iterations)."""
     max_step_tokens: int = 2048
     """Token limit of one step (step-level methods; the paper's ``max_new_tokens`` there)."""
-    max_path_tokens: int = 8192
+    max_path_tokens: int = PAPER_PATH_TOKENS
     """Token limit of a whole path (a Best-of-N/CoT sample's ``max_new_tokens``)."""
     lookahead: int = 0
     """Greedy steps rolled out before scoring a candidate step (search-and-learn's DVTS)."""
@@ -86,14 +91,50 @@ class SearchConfig:
     """Adaptive self-consistency: ``beta`` (the paper's default) or ``dirichlet``."""
     sc_round: int = 1
     """Adaptive self-consistency: samples drawn between checks (the paper checks after each)."""
+    step_splitter: StepSplitterName = "blank_lines"
+    """How text becomes steps for PRM scoring and the step searches
+    (:mod:`testtime.step_splitters`): ``blank_lines`` (the paper), ``min_length``,
+    ``thinking`` (long-CoT traces)."""
+    step_min_chars: int = 400
+    """``min_length`` / ``thinking`` splitters: a step shorter than this (characters) is
+    merged with the next piece."""
+    think_budget: int | None = None
+    """R1-style models: tokens the thought may use; a sample still thinking there is
+    continued by a second request with ``"\n</think>\n\n"`` appended (None: no budget)."""
+    dc_warmup: int = 16
+    """Online DeepConf: warm-up traces N_init that set the threshold (the paper's 16)."""
+    dc_eta: float = 10.0
+    """Online DeepConf: percent of warm-up traces kept; threshold = the (100 - eta)th
+    percentile of their lowest group confidences (10: DeepConf-low, 90: DeepConf-high)."""
+    dc_window: int = 2048
+    """Online DeepConf: group-confidence window in tokens (the paper's 2048)."""
+    dc_consensus: float = 0.95
+    """Online DeepConf: stop sampling once the confidence-weighted vote's top answer holds
+    this share of the vote weight (the paper's tau = 0.95)."""
+    dc_round: int = 1
+    """Online DeepConf: traces generated between consensus checks (the paper: 1)."""
+    rebase_temperature: float = 0.2
+    """REBASE: softmax temperature of the expansion weights ``exp(score / T)``."""
 
     def __post_init__(self) -> None:
         for name in ("n", "beam_width", "max_depth", "max_step_tokens", "max_path_tokens",
-                     "sc_round"):
+                     "sc_round", "step_min_chars", "dc_warmup", "dc_window", "dc_round"):
             if getattr(self, name) < 1:
                 raise ValueError(f"search.{name} must be >= 1, got {getattr(self, name)}")
         if not self.pf_temperature > 0:
             raise ValueError(f"search.pf_temperature must be > 0, got {self.pf_temperature}")
+        if self.step_splitter not in ("blank_lines", "min_length", "thinking"):
+            raise ValueError("search.step_splitter must be blank_lines, min_length or "
+                             f"thinking, got {self.step_splitter!r}")
+        if self.think_budget is not None and self.think_budget < 1:
+            raise ValueError(f"search.think_budget must be >= 1, got {self.think_budget}")
+        if not 0 < self.dc_eta <= 100:
+            raise ValueError(f"search.dc_eta must be in (0, 100], got {self.dc_eta}")
+        if not 0 < self.dc_consensus <= 1:
+            raise ValueError(f"search.dc_consensus must be in (0, 1], got {self.dc_consensus}")
+        if not self.rebase_temperature > 0:
+            raise ValueError(f"search.rebase_temperature must be > 0, got "
+                             f"{self.rebase_temperature}")
         if not 0 < self.sc_threshold <= 1:
             raise ValueError(f"search.sc_threshold must be in (0, 1], got {self.sc_threshold}")
         if self.sc_criterion not in ("beta", "dirichlet"):
@@ -132,57 +173,6 @@ class SamplingConfig:
             raise ValueError(f"sampling.temperature must be >= 0, got {self.temperature}")
         if not 0 < self.top_p <= 1:
             raise ValueError(f"sampling.top_p must be in (0, 1], got {self.top_p}")
-
-
-@dataclass
-class TreeNode:
-    """One step in a search tree; ``parent`` is -1 for first steps."""
-
-    id: int
-    parent: int
-    depth: int
-    step: Step
-    score: float | None = None
-    status: NodeStatus = "active"
-
-
-@dataclass
-class Candidate:
-    """A final path: its steps, their scores and how it ended."""
-
-    steps: list[Step]
-    scores: list[float]
-    finish_reason: str
-    node_ids: list[int] = field(default_factory=list)
-    origin: int = 0
-    """Independent unit the path came from (DVTS subtree; sample index for Best-of-N); the
-    record's ``CandidateRecord.origin``. (``CandidateRecord.group`` is the answer class.)"""
-
-    @property
-    def text(self) -> str:
-        return "".join(s.text for s in self.steps)
-
-
-@dataclass
-class SearchResult:
-    candidates: list[Candidate]
-    compute: Compute
-    tree: list[TreeNode] = field(default_factory=list)
-    independent_prefixes: bool = False
-    """True when any prefix of whole units (see ``prefix_unit``) is a valid smaller-budget run
-    (Best-of-N, DVTS)."""
-    prefix_unit: int = 1
-    """Candidates per independent unit (a Best-of-N sample: 1; a paper DVTS subtree: 1; a
-    search-and-learn DVTS subtree: M)."""
-    budget: int = 0
-    """The budget N the result was searched with (0: the number of candidates)."""
-    unit_budget: int = 1
-    """Budget of one independent unit (Best-of-N: 1; DVTS: M)."""
-    info: dict[str, Any] = field(default_factory=dict)
-    """What the method decided, stored in the record's ``info`` (JSON-serialisable)."""
-    extra_predictions: dict[str, str] = field(default_factory=dict)
-    """Extra prediction names -> the selection rule whose pick they repeat (the adaptive
-    solver's own pick is ``adaptive`` -> its strategy's rule)."""
 
 
 @dataclass
@@ -231,10 +221,28 @@ class SearchContext:
     async def generate(
         self, requests: Sequence[GenerationRequest], compute: Compute
     ) -> list[list[Completion]]:
+        """The policy's completions, every call counted in ``compute``; with a thinking
+        budget, full samples run as thought + answer (:mod:`testtime.search.think_budget`;
+        a sample is one generation, both of its requests are billed)."""
+        if self.search.think_budget is None:
+            return await self._counted(requests, compute, True)
+        from testtime.search.think_budget import generate_with_budget
+
+        calls = 0
+
+        async def phase(rs: Sequence[GenerationRequest]) -> list[list[Completion]]:
+            nonlocal calls
+            calls += 1
+            return await self._counted(rs, compute, calls == 1)
+
+        return await generate_with_budget(requests, self.search.think_budget, phase)
+
+    async def _counted(self, requests: Sequence[GenerationRequest], compute: Compute,
+                       new_samples: bool) -> list[list[Completion]]:
         outs = await self.policy.generate(requests)
         delta = Compute(policy_calls=len(requests))
         for req, group in zip(requests, outs, strict=True):
-            delta.generations += len(group)
+            delta.generations += len(group) if new_samples else 0
             delta.prompt_tokens += sum(c.prompt_tokens for c in group)
             delta.completion_tokens += sum(c.completion_tokens for c in group)
             if group:
@@ -256,7 +264,9 @@ class SearchContext:
             return []
         result = (await self.scorer.score(requests)).check(requests, self.scorer.name)
         delta = Compute(scorer_calls=len(requests), scored_tokens=result.scored_tokens,
-                        scored_cached_tokens=result.cached_tokens)
+                        scored_cached_tokens=result.cached_tokens,
+                        prm_truncated_paths=sum(1 for u in result.unread if u),
+                        prm_unread_steps=sum(result.unread))
         out = []
         for row in result.scores:
             clean = [float(x) if math.isfinite(x) else math.nan for x in row]
@@ -266,7 +276,12 @@ class SearchContext:
         return out
 
     def steps_of(self, completion: Completion) -> list[Step]:
-        return completion_steps(completion, count_tokens=self.policy.count_tokens)
+        """The completion's steps under the run's step splitter."""
+        from testtime.step_splitters import get_splitter
+
+        splitter = get_splitter(self.search.step_splitter, self.search.step_min_chars)
+        return completion_steps(completion, count_tokens=self.policy.count_tokens,
+                                splitter=splitter)
 
 
 def problem_seed(base: int, problem_id: str) -> int:

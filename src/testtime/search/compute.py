@@ -33,6 +33,11 @@ class Compute:
     before (or that lie past the last step's score position) instead of computing them;
     ``scored_tokens - scored_cached_tokens`` went through the PRM."""
     scorer_calls: int = 0
+    prm_truncated_paths: int = 0
+    """Scored paths longer than the PRM's context: scored on the steps that fit (exactly, since
+    a causal PRM's score of a step reads nothing after it); the rest repeat the last step read."""
+    prm_unread_steps: int = 0
+    """Steps of those paths past the PRM's context (scores copied from the last step read)."""
     nonfinite_scores: int = 0
     """Step scores the scorer returned as NaN or infinite (they rank lowest; see
     :func:`testtime.selection.finite`)."""

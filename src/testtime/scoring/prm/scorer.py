@@ -9,6 +9,7 @@ are coalesced into the next forward so concurrent search tasks share batches.
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -18,6 +19,8 @@ from testtime.scoring.base import InputTooLong, ScorerBase, ScoreResult
 from testtime.scoring.coalesce import Coalescer
 from testtime.scoring.prm.engine import EncodedRequest, ForwardEngine
 from testtime.types import ScoreRequest
+
+log = logging.getLogger(__name__)
 
 #: Encoded requests kept so that a re-scored beam (or the same path in a later call) is not
 #: tokenised again.
@@ -69,7 +72,13 @@ class PRMScorer(ScorerBase):
         self._closed = False
 
     def encode(self, request: ScoreRequest) -> EncodedRequest:
-        """The PRM input for one request (cached by question and step texts)."""
+        """The PRM input for one request (cached by question and step texts).
+
+        A path longer than :attr:`max_input_tokens` is cut to the longest prefix that fits
+        and ends at a step's score position: the PRM is causal, so the steps in it are scored
+        exactly as over the whole input, and the input carries fewer score positions than the
+        request has steps (:meth:`score_sync` fills those in). Only a question too long for
+        even the first step's score raises :class:`InputTooLong`."""
         key = (request.question, tuple(step.text for step in request.steps))
         with self._cache_lock:
             hit = self._cache.get(key)
@@ -78,17 +87,25 @@ class PRMScorer(ScorerBase):
                 return hit
         with self._encode_lock:
             encoded = self.encoder.encode(key[0], key[1])
-        limit = self.max_input_tokens
-        if limit is not None and len(encoded.input_ids) > limit:
-            raise InputTooLong(
-                f"{self.name}: a path of {len(request.steps)} steps is "
-                f"{len(encoded.input_ids)} tokens, more than the {limit} this PRM accepts "
-                f"(its context); shorten the problem or the path (--max-path-tokens)")
         if len(encoded.positions) != len(request.steps):
             raise RuntimeError(
                 f"{self.name}: built {len(encoded.positions)} score positions "
                 f"for {len(request.steps)} steps"
             )
+        limit = self.max_input_tokens
+        if limit is not None and len(encoded.input_ids) > limit:
+            fits = [p for p in encoded.positions if p < limit]
+            if not fits:
+                raise InputTooLong(
+                    f"{self.name}: the question and first step are "
+                    f"{encoded.positions[0] + 1} tokens, more than the {limit} this PRM "
+                    f"accepts (its context)")
+            log.warning("%s: a path of %d steps is %d tokens, more than the %d this PRM "
+                        "reads (its context): its first %d steps are scored, the last %d "
+                        "repeat the score of step %d (counted in compute.prm_unread_steps)",
+                        self.name, len(request.steps), len(encoded.input_ids), limit,
+                        len(fits), len(request.steps) - len(fits), len(fits))
+            encoded = EncodedRequest(encoded.input_ids[:fits[-1] + 1], tuple(fits))
         with self._cache_lock:
             self._cache[key] = encoded
             while len(self._cache) > self._cache_size:
@@ -96,12 +113,18 @@ class PRMScorer(ScorerBase):
         return encoded
 
     def score_sync(self, requests: Sequence[ScoreRequest]) -> ScoreResult:
-        """Blocking version of :meth:`score` (no coalescing)."""
+        """Blocking version of :meth:`score` (no coalescing). Steps past the PRM's context
+        (see :meth:`encode`) take the score of the last step it read, and are counted in
+        :attr:`ScoreResult.unread`."""
         self._check_open()
         encoded = [self.encode(r) if r.steps else EncodedRequest((), ()) for r in requests]
         scores, computed = self.engine.score(encoded)
+        unread = [len(r.steps) - len(e.positions) for r, e in zip(requests, encoded, strict=True)]
+        scores = [list(row) + [row[-1]] * k if k else list(row)
+                  for row, k in zip(scores, unread, strict=True)]
         tokens = [len(e.input_ids) for e in encoded]
-        return ScoreResult(scores, tokens, [t - c for t, c in zip(tokens, computed, strict=True)])
+        return ScoreResult(scores, tokens, [t - c for t, c in zip(tokens, computed, strict=True)],
+                           unread)
 
     async def score(self, requests: Sequence[ScoreRequest]) -> ScoreResult:
         """One probability per step, per request; the forward runs in a worker thread."""

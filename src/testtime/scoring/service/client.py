@@ -151,8 +151,13 @@ class RemoteScorer(ScorerBase):
         if not isinstance(cached, list) or len(cached) not in (0, len(part)):
             raise RemoteScorerError(f"{self.url}/v1/score: malformed 'cached' for "
                                     f"{len(part)} requests: {str(cached)[:300]}")
+        unread = answer.get("unread") or []  # older servers do not send it
+        if not isinstance(unread, list) or len(unread) not in (0, len(part)):
+            raise RemoteScorerError(f"{self.url}/v1/score: malformed 'unread' for "
+                                    f"{len(part)} requests: {str(unread)[:300]}")
         try:
-            return ScoreResult(scores, [int(t) for t in tokens], [int(c) for c in cached])
+            return ScoreResult(scores, [int(t) for t in tokens], [int(c) for c in cached],
+                               [int(u) for u in unread])
         except (TypeError, ValueError) as exc:
             raise RemoteScorerError(f"{self.url}/v1/score: {exc}") from None
 

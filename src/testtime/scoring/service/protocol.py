@@ -6,7 +6,8 @@ where a step is a string, or an object ``{"text", "num_tokens", "logprob_sum",
 ``{"scores": [[float, ...], ...], "tokens": [int, ...], "scored_tokens": int, "cached":
 [int, ...]}``: ``tokens`` is what the scorer read per request and ``cached`` how many of those
 its KV store held (optional, 0 when absent), so a client bills exactly what the in-process
-scorer would.
+scorer would; ``"unread": [int, ...]`` (optional) the trailing steps of each path past the
+PRM's context, whose scores repeat the last step it read.
 ``GET /v1/info`` answers ``{"name", "params": {"total", "non_embedding"} | null,
 "max_input_tokens", "max_request_bytes", "max_steps"}``; ``GET /health`` ``{"status": "ok"}``.
 Errors answer ``{"error": message}`` with a 4xx naming the field or limit, or a 5xx whose

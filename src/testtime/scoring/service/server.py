@@ -202,7 +202,8 @@ def create_app(scorer: StepScorer, config: ServeConfig, *, close_scorer: bool = 
         finally:
             in_flight -= 1
         return {"scores": result.scores, "tokens": result.tokens,
-                "scored_tokens": result.scored_tokens, "cached": result.cached}
+                "scored_tokens": result.scored_tokens, "cached": result.cached,
+                "unread": result.unread}
 
     return app
 
