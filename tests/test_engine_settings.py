@@ -125,3 +125,27 @@ def test_a_run_whose_every_problem_failed_exits_non_zero() -> None:
         "HTTPError: 400"
     assert _all_failed({"problems": 2, "errors": 1, "first_error": "x"}) is None
     assert _all_failed({"problems": 0, "errors": 0}) is None
+
+
+def test_ray_actors_plan_for_their_gpus_and_split_vllm_share(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """An actor plans for the GPUs Ray gives it; half a GPU per actor halves vLLM's share of
+    the whole GPU, so two actors' engines fit side by side. Options the user gave win."""
+    import testtime.placement as placement
+    from testtime.distributed import worker
+    from testtime.placement.plan import GpuInfo
+
+    configs = Path(__file__).parent / "data" / "configs"
+    monkeypatch.setattr(placement, "detect_gpus", lambda: [GpuInfo(0, 80.0)])
+    cfg = RunConfig(policy=f"vllm:{configs / 'Qwen2.5-7B-Instruct'}",
+                    prm=f"skywork:{configs / 'Skywork-o1-Open-PRM-Qwen-2.5-1.5B'}")
+    whole = worker.plan_for_actor(cfg, 1.0)
+    half = worker.plan_for_actor(cfg, 0.5)
+    u_whole = whole.policy_options["gpu_memory_utilization"]
+    u_half = half.policy_options["gpu_memory_utilization"]
+    assert 0 < u_half < u_whole / 2 + 0.05 and u_half <= 0.5
+    assert half.prm_options and whole.prm_options
+    mine = cfg.model_copy(update={"policy_options": {"gpu_memory_utilization": 0.3}})
+    assert worker.plan_for_actor(mine, 0.5).policy_options["gpu_memory_utilization"] == 0.3
+    monkeypatch.setattr(placement, "detect_gpus", lambda: [])
+    assert worker.plan_for_actor(cfg, 0.5) == cfg

@@ -54,13 +54,16 @@ def retry_and_executor(
     return retry, RayExecutor(cfg, options)
 
 
-def planned_options(policy: str, prm: str, engine: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+def planned_options(policy: str, prm: str, engine: Any, *, plan: bool = True
+                    ) -> tuple[dict[str, Any], dict[str, Any]]:
     """The policy's and the scorer's options: what the user gave (``engine``, an
     :class:`testtime.cli.engine_cli.EngineArgs`), completed by the placement plan on the GPUs
     this machine has (:func:`testtime.placement.plan_placement`; the same plan `testtime plan`
     prints). Settings the user gave win over the plan's. A layout that cannot fit is a
     one-line user error here, before anything loads. Without a GPU, or with nothing to place
-    (llama.cpp, a served policy and a model-free or served scorer), there is no plan."""
+    (llama.cpp, a served policy and a model-free or served scorer), there is no plan; nor with
+    ``plan=False`` (``--ray``: each actor plans for the GPUs Ray gives it, see
+    :func:`testtime.distributed.worker.plan_for_actor`)."""
     from testtime.policy.registry import check_policy_spec, parse_policy_spec
     from testtime.scoring.registry import scorer_settings
 
@@ -68,7 +71,7 @@ def planned_options(policy: str, prm: str, engine: Any) -> tuple[dict[str, Any],
     policy_options, prm_options = engine.policy_options(), engine.prm_options(prm)
     on_gpu = parse_policy_spec(policy)[0] in ("hf", "vllm") or "gpus" in scorer_settings(prm)
     cpu = policy_options.get("device") == "cpu" and prm_options.get("device") in (None, "cpu")
-    if not on_gpu or cpu:
+    if not plan or not on_gpu or cpu:
         return policy_options, prm_options
     from testtime.placement import detect_gpus, plan_placement
 

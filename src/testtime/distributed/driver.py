@@ -78,6 +78,8 @@ class RayExecutor:
     ) -> None:
         self.config = config
         self.options = options or RayOptions()
+        self._gpu_fraction = 1.0
+        """Each actor's share of its GPUs (``--gpus-per-actor`` below 1), set at start."""
         self.policy_factory = policy_factory
         self.scorer_factory = scorer_factory
         self.stats = ExecutorStats()
@@ -127,6 +129,7 @@ class RayExecutor:
         cluster_gpus = float(ray.cluster_resources().get("GPU", 0))
         plan = opts.plan(cluster_gpus, self.config.max_concurrent_problems)
         n, gpus = plan.actors, plan.gpus_per_actor
+        self._gpu_fraction = gpus if 0 < gpus < 1 else 1.0
         self.cap, self._max_replacements = plan.cap, plan.max_replacements
         actor_options: dict[str, Any] = {"num_cpus": opts.cpus_per_actor, "num_gpus": gpus,
                                          "max_restarts": 0}
@@ -149,7 +152,8 @@ class RayExecutor:
 
     def _spawn(self) -> None:
         name = f"worker-{len(self.slots)}"
-        handle = self._actor_cls.remote(self.config, self.policy_factory, self.scorer_factory)
+        handle = self._actor_cls.remote(self.config, self.policy_factory, self.scorer_factory,
+                                        self._gpu_fraction)
         slot = ActorSlot(name, handle)
         self.slots.append(slot)
         task = asyncio.get_running_loop().create_task(self._watch_start(slot))

@@ -45,6 +45,37 @@ def registry_scorer(config: RunConfig, policy: Policy) -> StepScorer:
     return build_scorer(config.prm, config.prm_options, policy=policy)
 
 
+def plan_for_actor(config: RunConfig, gpu_fraction: float) -> RunConfig:
+    """``config`` with its engine options completed by a placement plan for the GPUs this actor
+    sees (Ray sets ``CUDA_VISIBLE_DEVICES``); options the user gave win, as in a local run.
+
+    An actor holding a fraction ``f < 1`` of a GPU (``--gpus-per-actor 0.5``: two actors on one
+    GPU) plans for ``f`` of each GPU's memory, and vLLM's ``gpu_memory_utilization``, a share
+    of the whole GPU, is scaled by ``f``: two actors' engines then fit side by side. Without a
+    GPU the config is returned unchanged."""
+    from testtime.placement import detect_gpus, plan_placement
+    from testtime.placement.plan import GpuInfo
+
+    gpus = detect_gpus()
+    if not gpus:
+        return config
+    fraction = min(gpu_fraction, 1.0) if gpu_fraction > 0 else 1.0
+    given = dict(config.policy_options)
+    if "gpu_memory_utilization" in given:  # the user's share is of the whole GPU
+        given["gpu_memory_utilization"] = min(1.0, given["gpu_memory_utilization"] / fraction)
+    plan = plan_placement(config.policy, config.prm,
+                          [GpuInfo(g.index, g.total_gb * fraction) for g in gpus],
+                          policy_options=given, prm_options=config.prm_options)
+    policy_options = {**plan.policy_options(), **config.policy_options}
+    if "gpu_memory_utilization" in plan.policy_options() and \
+            "gpu_memory_utilization" not in config.policy_options:
+        policy_options["gpu_memory_utilization"] = round(
+            plan.policy_options()["gpu_memory_utilization"] * fraction, 4)
+    return config.model_copy(update={
+        "policy_options": policy_options,
+        "prm_options": {**plan.prm_options(), **config.prm_options}})
+
+
 @dataclass(frozen=True)
 class WorkUnit:
     """The smallest piece of work handed out: one problem under one method cell.
@@ -72,8 +103,11 @@ class SearchWorker:
         config: RunConfig,
         policy_factory: PolicyFactory = registry_policy,
         scorer_factory: ScorerFactory = registry_scorer,
+        gpu_fraction: float = 1.0,
     ) -> None:
         self.config = config
+        self.gpu_fraction = gpu_fraction
+        """The share of each of its GPUs this actor holds (Ray's ``num_gpus`` below 1)."""
         self.policy_factory = policy_factory
         self.scorer_factory = scorer_factory
         self.built: BuiltRun | None = None
@@ -82,6 +116,8 @@ class SearchWorker:
 
     async def _build(self) -> BuiltRun:
         if self.built is None:
+            if self.policy_factory is registry_policy:  # registry engines: placed by a plan
+                self.config = plan_for_actor(self.config, self.gpu_fraction)
             policy = scorer = None
             if self.policy_factory is not registry_policy:
                 policy = self.policy_factory(self.config)
