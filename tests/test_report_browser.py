@@ -62,3 +62,58 @@ def test_report_renders_in_chromium(tmp_path: Path) -> None:
     red = (img[..., 0] > 0.75) & (img[..., 1] < 0.3) & (img[..., 2] < 0.3)
     assert red.sum() > 200
     assert len(np.unique((img * 255).astype(np.uint8).reshape(-1, 3), axis=0)) > 50
+
+
+#: Counts each image that failed to decode (``naturalWidth`` 0) once the page has loaded.
+BROKEN_PROBE = ("<script>addEventListener('load', () => {const imgs = [...document.images];"
+                "document.body.dataset.images = imgs.length;"
+                "document.body.dataset.broken = imgs.filter(i => !(i.complete && "
+                "i.naturalWidth > 0)).map(i => i.alt).join(',') || 'none';});</script>")
+
+
+def test_paper_figures_render_in_chromium(tmp_path: Path) -> None:
+    import re
+
+    from paper_sweep import make_paper_sweep
+
+    from testtime.analysis.analyze import analyze
+    from testtime.analysis.report import write_report
+
+    page = write_report(analyze(make_paper_sweep(tmp_path), n_boot=50), tmp_path / "report",
+                        trees=0)
+    html = page.read_text()
+    paper_imgs = re.findall(r'<img src="data:image/png;base64,[^"]+" alt="paper_[^"]+">', html)
+    names = sorted(re.search(r'alt="([^"]+)"', t).group(1) for t in paper_imgs)  # type: ignore[union-attr]
+    assert names == sorted(["paper_size_math500.png", "paper_size_aime24.png",
+                            "paper_flops.png", "paper_methods_math500.png",
+                            "paper_methods_aime24.png", "paper_optimal_math500.png",
+                            "paper_optimal_aime24.png"])
+
+    # The whole page in the browser: every image decodes (none broken).
+    probe = tmp_path / "report" / "probe.html"
+    probe.write_text(html.replace("</body>", BROKEN_PROBE + "</body>"))
+    dom = chromium("--dump-dom", "--virtual-time-budget=10000", probe.resolve().as_uri(),
+                   home=tmp_path)
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    n_imgs = html.count("<img ")
+    assert f'data-images="{n_imgs}"' in dom.stdout and 'data-broken="none"' in dom.stdout
+    assert "Table 5 layout (MATH-500)" in dom.stdout and 'class="paper"' in dom.stdout
+
+    # The paper figures alone, screenshotted: painted, with the TTS (red) and CoT (blue) marks.
+    figs = tmp_path / "report" / "figures.html"
+    figs.write_text("<!DOCTYPE html><html><body style='margin:0'>"
+                    + "".join(t.replace("<img ", "<img style='display:block;width:1100px' ")
+                              for t in paper_imgs) + "</body></html>")
+    shot = tmp_path / "figures.png"
+    run = chromium(f"--screenshot={shot}", "--window-size=1100,3200", figs.resolve().as_uri(),
+                   home=tmp_path)
+    assert run.returncode == 0 and shot.exists(), run.stderr[-2000:]
+    if keep := os.environ.get("TESTTIME_KEEP_SCREENSHOT"):  # for looking at it by eye
+        shutil.copy(shot, keep)
+    import matplotlib.image as mpimg
+
+    img = mpimg.imread(shot)[..., :3]
+    assert (img > 0.97).all(axis=-1).mean() < 0.97, "the screenshot is blank"
+    red = (img[..., 0] > 0.7) & (img[..., 1] < 0.3) & (img[..., 2] < 0.3)
+    blue = (img[..., 2] > 0.55) & (img[..., 0] < 0.3) & (img[..., 1] < 0.6)
+    assert red.sum() > 500 and blue.sum() > 500

@@ -5,7 +5,9 @@ uses no script, stylesheet or font from outside, so it opens offline. The PNGs a
 written next to it. Per (policy, PRM): accuracy vs generations and vs FLOPs (one line per
 method with its best rule, 95% bootstrap bands, majority voting, the cross-validated
 compute-optimal curve), accuracy per difficulty bin, the compute-optimal tables, the
-efficiency gains, and the search trees of chosen problems.
+efficiency gains, and the search trees of chosen problems. Before them, the comparison with
+the paper (``paper_report.py``): Tables 2-5 filled from the runs beside the published numbers,
+and the paper's figures with its points as reference markers.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from pathlib import Path
 
 from testtime.analysis.analyze import Analysis, KeyAnalysis, preferred_scheme, write_analysis
 from testtime.analysis.curves import Axis, Curve
+from testtime.analysis.paper_compare import compare_with_paper
+from testtime.analysis.paper_report import paper_section
 from testtime.analysis.runs import MAJORITY_BON
 from testtime.analysis.trees import pick_tree_records, tree_svg
 
@@ -24,6 +28,7 @@ STYLE = """body{font-family:sans-serif;margin:2em;max-width:1200px;color:#222}
 table{border-collapse:collapse;margin:1em 0;font-size:13px}td,th{border:1px solid #ccc;
 padding:3px 8px;text-align:right}th{background:#eee}td.l,th.l{text-align:left}
 img{max-width:100%;border:1px solid #ddd;margin:.5em 0}h2{border-bottom:2px solid #444}
+table.paper td{white-space:nowrap}
 .tree{overflow-x:auto;border:1px solid #ddd;margin:.5em 0}.note{color:#666;font-size:13px}"""
 
 
@@ -111,7 +116,8 @@ def _table(header: list[str], rows: list[list[str]], cls: str) -> str:
 
 
 def _section(ka: KeyAnalysis, i: int, out: Path) -> str:
-    parts = [f"<h2>{html.escape(ka.key[0])} + {html.escape(ka.key[1])}</h2>",
+    on = f" on {html.escape(ka.dataset)}" if ka.dataset else ""
+    parts = [f"<h2>{html.escape(ka.key[0])} + {html.escape(ka.key[1])}{on}</h2>",
              f"<p>{len(ka.problems)} problems answered by every strategy.</p>"]
     for name, make in ((f"acc_generations_{i}.png", lambda p: _plot_curves(ka, "generations", p)),
                        (f"acc_flops_{i}.png", lambda p: _plot_curves(ka, "flops", p)),
@@ -151,11 +157,14 @@ def write_report(a: Analysis, out: Path, trees: int = 3,
     """Write PNGs, ``analysis.json``, ``optimal_table.json`` and ``index.html`` into ``out``."""
     out.mkdir(parents=True, exist_ok=True)
     write_analysis(a, out)
-    runs = _table(["run", "method", "N", "policy", "PRM", "seed", "records", "errors"],
-                  [[r.path.name, r.config.search.method, str(r.config.search.n),
+    runs = _table(["run", "dataset", "method", "N", "policy", "PRM", "seed", "records",
+                   "errors"],
+                  [[r.path.name, Path(r.config.dataset.name).name, r.config.search.method,
+                    str(r.config.search.n),
                     r.config.policy, r.config.prm, str(r.config.sampling.seed), str(r.records),
                     str(r.errors)] for r in a.results.runs], "runs")
-    sections = [_section(ka, i, out) for i, ka in enumerate(a.keys)]
+    sections = [paper_section(compare_with_paper(a.keys, a.by_dataset), a.keys, out, _img)]
+    sections += [_section(ka, i, out) for i, ka in enumerate(a.keys)]
     tree_parts = []
     for info, rec in pick_tree_records(a.results.records, trees, problem_ids):
         tree_parts.append(
