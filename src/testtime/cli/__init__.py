@@ -2,7 +2,8 @@
 
 Commands: ``run`` (and ``adaptive``, its ``--strategy optimal`` form), ``summary``
 (``cli/run.py``); ``flops``, ``sweep``, ``analyze``, ``report`` (``cli/analysis.py``);
-``serve prm`` (``cli/serve.py``). Shared helpers (one-line errors, JSON output, tables) are in
+``plan`` (``cli/plan.py``: the GPU placement plan); ``serve prm``, ``serve vllm-prm``, ``serve stack``
+(``cli/serve.py``), ``serve tts`` (``cli/serve_tts.py``). Shared helpers (one-line errors, JSON output, tables) are in
 ``cli/common.py``.
 """
 
@@ -14,7 +15,7 @@ import sys
 
 import typer
 
-from testtime.cli import analysis, execution, run, serve, summary
+from testtime.cli import analysis, execution, plan, run, serve, summary
 
 app = typer.Typer(
     help="Compute-optimal test-time scaling of language models on math reasoning.",
@@ -26,6 +27,7 @@ app.command("summary")(summary.summary)
 app.command("adaptive")(run.adaptive)
 for _command in (analysis.flops, analysis.sweep, analysis.analyze, analysis.report):
     app.command()(_command)
+app.command("plan")(plan.plan)
 app.add_typer(serve.serve_app, name="serve")
 
 
