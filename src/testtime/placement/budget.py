@@ -91,11 +91,13 @@ def hf_policy_need_gib(shape: ModelShape, gpus: int, max_model_len: int) -> floa
             + activation_gib(shape, max_model_len) + HF_POLICY_OVERHEAD_GIB + CUDA_CONTEXT_GIB)
 
 
-def prm_fixed_gib(shape: ModelShape, gpus: int, kv_store: bool) -> float:
+def prm_fixed_gib(shape: ModelShape, gpus: int, kv_store: bool,
+                  batch_tokens: int = PRM_BATCH_TOKENS) -> float:
     """GiB a PRM split over ``gpus`` GPUs needs on each without its KV store: weights,
-    activations of a batch, the padded cache copy (with a store) and the CUDA context."""
+    activations of a batch of ``batch_tokens``, the padded cache copy (with a store) and the
+    CUDA context."""
     padded = PRM_PADDED_KV_GIB / gpus if kv_store else 0.0
-    return (gib(shape.weights_bytes) / gpus + activation_gib(shape, PRM_BATCH_TOKENS)
+    return (gib(shape.weights_bytes) / gpus + activation_gib(shape, batch_tokens)
             + padded + CUDA_CONTEXT_GIB)
 
 

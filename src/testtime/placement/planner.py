@@ -11,8 +11,8 @@ Layouts are tried in this order, the first that fits wins (the paper's layouts c
    (at most the paper's 0.88), and it must still hold vLLM's need (``budget.vllm_need_gib``).
 
 Options the user fixed (``gpus``, ``tensor_parallel_size``, ``gpu_memory_utilization``,
-``max_model_len``, ``dtype``; the PRM's ``gpus``, ``dtype``, ``kv_cache_gb``) narrow the
-search. A layout that cannot fit raises :class:`PlacementError`: one line naming the model,
+``max_model_len``, ``dtype``; the PRM's ``gpus``, ``dtype``, ``kv_cache_gb``,
+``max_batch_tokens``) narrow the search; ``device="cpu"`` keeps that model off the GPUs. A layout that cannot fit raises :class:`PlacementError`: one line naming the model,
 what it needs and what the GPUs have.
 """
 
@@ -45,6 +45,11 @@ class _Model:
     tp: int | None = None
     util: float | None = None
     kv_cache_gb: float | None = None
+    batch_tokens: int = B.PRM_BATCH_TOKENS
+
+    def prm_fixed(self, gpus: int, kv_store: bool) -> float:
+        assert self.shape is not None
+        return B.prm_fixed_gib(self.shape, gpus, kv_store, self.batch_tokens)
 
 
 def detect_gpus() -> list[GpuInfo]:
@@ -70,7 +75,7 @@ def given_gpus(num_gpus: int, gpu_memory: float) -> list[GpuInfo]:
 
 def _policy_model(spec: str, opts: Mapping[str, Any]) -> _Model:
     backend, _, model = spec.partition(":")
-    if backend not in GPU_POLICY_BACKENDS or not model:
+    if backend not in GPU_POLICY_BACKENDS or not model or opts.get("device") == "cpu":
         return _Model(spec, None)
     shape = model_shape(model, opts.get("dtype"))
     length = opts.get("max_model_len") or B.default_max_model_len(model, shape)
@@ -87,9 +92,12 @@ def _prm_model(spec: str, opts: Mapping[str, Any]) -> _Model:
         family, model = "judge", model[3:]
     elif family not in PRM_FAMILIES or not model:
         return _Model(spec, None)  # model-free, remote or analysis-only: no GPU
+    if opts.get("device") == "cpu":
+        return _Model(spec, None)
     gpus = tuple(opts["gpus"]) if opts.get("gpus") else None
     return _Model(spec, "prm", model_shape(model, opts.get("dtype")), gpus=gpus,
-                  kv_cache_gb=opts.get("kv_cache_gb"))
+                  kv_cache_gb=opts.get("kv_cache_gb"),
+                  batch_tokens=int(opts.get("max_batch_tokens") or B.PRM_BATCH_TOKENS))
 
 
 def _tp_degrees(m: _Model, count: int) -> list[int]:
@@ -120,7 +128,7 @@ def _prm_shares(m: _Model, gpus: Sequence[GpuInfo], room: Mapping[int, float],
     assert m.shape is not None
     k = len(gpus)
     store = m.kv_cache_gb != 0
-    fixed = B.prm_fixed_gib(m.shape, k, store)
+    fixed = m.prm_fixed(k, store)
     left = min(room[g.index] for g in gpus) - fixed
     if m.kv_cache_gb is not None:
         kv = float(m.kv_cache_gb)
@@ -192,7 +200,7 @@ def _prm_placement(prm: _Model, gpus: Sequence[int], shares: Mapping[int, float]
     if prm.shape is None:
         return ModelPlacement(prm.spec, None)
     return ModelPlacement(prm.spec, "prm", tuple(gpus), B.gib(prm.shape.weights_bytes),
-                          dict(shares), B.prm_fixed_gib(prm.shape, len(gpus), kv != 0),
+                          dict(shares), prm.prm_fixed(len(gpus), kv != 0),
                           max_memory=_max_memory(prm.shape, gpus, shares), kv_cache_gb=kv)
 
 
@@ -262,7 +270,7 @@ def _have(gpus: Sequence[GpuInfo]) -> str:
 
 def _too_big(m: _Model, gpus: Sequence[GpuInfo], beside: str) -> PlacementError:
     assert m.shape is not None
-    need = B.prm_fixed_gib(m.shape, 1, m.kv_cache_gb != 0) + B.PRM_KV_STORE_MIN_GIB
+    need = m.prm_fixed(1, m.kv_cache_gb != 0) + B.PRM_KV_STORE_MIN_GIB
     return PlacementError(f"needs {need:.1f} GiB in all ({gib(m.shape.weights_bytes):.1f} GiB "
                           f"weights + activations, KV store and CUDA context){beside}; "
                           f"{_have(gpus)}", "--prm", m.spec)
@@ -276,8 +284,8 @@ def _infeasible(pol: _Model, prm: _Model, gpus: Sequence[GpuInfo], degrees: list
             if _policy_need(pol, t) <= B.PAPER_UTIL_ALONE * min(g.total_gb for g in gpus[:t])]
     if not fits:
         t = max(degrees) if degrees else 1
-        how = f"on each of {t} GPUs (tensor parallel {t})" if pol.engine == "vllm" \
-            else f"on each of {t} GPUs"
+        where = f"on each of {t} GPUs" if t > 1 else "on one GPU"
+        how = f"{where} (tensor parallel {t})" if pol.engine == "vllm" else where
         return PlacementError(f"needs {_policy_need(pol, t):.1f} GiB {how}: {weights:.1f} "
                               f"GiB weights + KV cache for {pol.max_model_len} tokens + "
                               f"overhead; {_have(gpus)}", "--policy", pol.spec)

@@ -51,9 +51,12 @@ def parse_prm_spec(spec: str) -> tuple[str, str]:
 
 
 def load_prm(spec: str, **kwargs: Any) -> PRMScorer:
-    """Load ``"FAMILY:PATH_OR_HUB_ID"``; ``kwargs`` go to the family's factory."""
+    """Load ``"FAMILY:PATH_OR_HUB_ID"``; ``kwargs`` go to the family's factory, except the
+    placement options ``gpus``/``device_map``/``max_memory`` (``loader.load_placed``)."""
+    from testtime.scoring.prm.loader import load_placed
+
     family, path = parse_prm_spec(spec)
-    return PRM_FAMILIES[family](path, **kwargs)
+    return load_placed(PRM_FAMILIES[family], path, **kwargs)
 
 
 __all__ = ["PRM_FAMILIES", "PRMFactory", "load_prm", "parse_prm_spec"]

@@ -2,19 +2,31 @@
 
 Every family loads its transformer backbone with ``from_pretrained`` (local directory or Hub
 id) and reads any extra head weights (Skywork's value head, Qwen's classifier) straight from
-the checkpoint's own tensor files by parameter name, so no remote code is executed.
+the checkpoint's own tensor files by parameter name, so no remote code is executed. A
+backbone loads onto one device, or split over several by an accelerate device map
+(:class:`DevicePlacement`, set by :func:`device_placement`).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
+
+from testtime.placement.loading import (
+    DeviceMap,
+    MaxMemory,
+    materialized_weight,
+    pretrained_kwargs,
+)
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +75,41 @@ def load_tokenizer(path_or_id: str, trust_remote_code: bool = False) -> Any:
     return AutoTokenizer.from_pretrained(path_or_id, trust_remote_code=trust_remote_code)
 
 
+@dataclass(frozen=True)
+class DevicePlacement:
+    """An accelerate device map for a PRM backbone (``testtime.placement.loading``)."""
+
+    device_map: DeviceMap
+    """``"auto"`` (or another accelerate preset) or ``{module name: device}``."""
+    max_memory: MaxMemory | None = None
+    """GiB per device, ``{"cuda:0": 30, "cpu": 60}``."""
+    offload_folder: str | None = None
+    """Where layers mapped to ``"disk"`` are kept."""
+
+
+_PLACEMENT: ContextVar[DevicePlacement | None] = ContextVar("prm_placement", default=None)
+
+
+@contextmanager
+def device_placement(placement: DevicePlacement | None) -> Iterator[None]:
+    """Load the backbones of this block by ``placement`` (None: onto one device).
+
+    The family modules' part loaders call :func:`load_pretrained` with one device; the loader
+    (and a caller that builds a family's scorer, e.g. the scorer registry) sets the device map
+    around them here, so the families need no argument of their own for it.
+    """
+    token = _PLACEMENT.set(placement)
+    try:
+        yield
+    finally:
+        _PLACEMENT.reset(token)
+
+
+def active_placement() -> DevicePlacement | None:
+    """The placement :func:`device_placement` set, if any."""
+    return _PLACEMENT.get()
+
+
 def load_pretrained(
     model_cls: Any,
     path_or_id: str,
@@ -71,25 +118,31 @@ def load_pretrained(
     dtype: torch.dtype,
     trust_remote_code: bool = False,
 ) -> Any:
-    """``model_cls.from_pretrained`` (a ``PreTrainedModel``) in eval mode on ``device``.
+    """``model_cls.from_pretrained`` (a ``PreTrainedModel``) in eval mode on ``device``, or
+    split by the device map of the enclosing :func:`device_placement`.
 
     Checkpoint tensors the class does not use (``lm_head``, ``v_head.*``, ``score.*``) are
     expected and ignored; a *missing* backbone weight would silently leave random values, so
-    it raises instead. On an accelerator the weights load straight onto it.
+    it raises instead. On an accelerator the weights load straight onto it; with a device map
+    each layer's weights load straight onto its device (no copy of the whole model in host
+    RAM).
     """
+    placement = active_placement()
+    kwargs = pretrained_kwargs(device) if placement is None else pretrained_kwargs(
+        device, placement.device_map, placement.max_memory, placement.offload_folder)
     model, info = model_cls.from_pretrained(
         path_or_id,
         dtype=dtype,
         trust_remote_code=trust_remote_code,
         output_loading_info=True,
-        device_map=None if device.type == "cpu" else {"": device},
+        **kwargs,
     )
     missing = [k for k in info.get("missing_keys", ()) if "rotary_emb" not in k]
     if missing:
         raise ValueError(
             f"{path_or_id}: checkpoint lacks {model_cls.__name__} weights {sorted(missing)[:8]}"
         )
-    return model.to(device).eval()
+    return (model if placement is not None else model.to(device)).eval()
 
 
 def load_causal_lm_parts(
@@ -111,8 +164,7 @@ def load_causal_lm_parts(
     output_embeddings = model.get_output_embeddings()
     if output_embeddings is None or getattr(output_embeddings, "bias", None) is not None:
         raise ValueError(f"{path_or_id}: expected a bias-free LM head")
-    weight = output_embeddings.weight
-    assert isinstance(weight, torch.Tensor)
+    weight = materialized_weight(output_embeddings)
     return model.get_decoder(), weight
 
 

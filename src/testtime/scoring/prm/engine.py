@@ -65,7 +65,9 @@ class ForwardEngine:
     ``backbone(input_ids=..., attention_mask=...)`` must return an object with
     ``last_hidden_state`` (``[batch, seq, hidden]``, final norm applied); ``head`` maps
     ``[n, hidden]`` hidden states to ``[n]`` probabilities. ``run`` is blocking and serialised
-    by a lock, so it can be called from worker threads.
+    by a lock, so it can be called from worker threads. ``device`` is where inputs go (the
+    first layer's device); a backbone split over devices (an accelerate device map) moves
+    activations between its layers itself, and ``head`` must sit on its last layer's device.
     """
 
     def __init__(
@@ -85,6 +87,9 @@ class ForwardEngine:
         self.pad_token_id = pad_token_id
         self.max_batch_tokens = max_batch_tokens
         self.device = device
+        params = list(self.head.parameters())
+        self.head_device = params[0].device if params else device
+        """Where the head's weights are (the last layer's device); hidden states go there."""
         self.stats = EngineStats()
         self._lock = threading.Lock()
         self.incremental: IncrementalForward | None = None
@@ -135,8 +140,9 @@ class ForwardEngine:
             attention_mask=attention_mask.to(self.device, dtype=torch.long),
             use_cache=False,
         )
-        hidden = out.last_hidden_state[row_index.to(self.device), col_index.to(self.device)]
-        scores = self.head(hidden).float().cpu()
+        last = out.last_hidden_state  # on the device of the model's last layer
+        hidden = last[row_index.to(last.device), col_index.to(last.device)]
+        scores = self.head(hidden.to(self.head_device)).float().cpu()
 
         self.stats.batches += 1
         self.stats.sequences += len(rows)
@@ -147,7 +153,7 @@ class ForwardEngine:
     def close(self) -> None:
         """Drop the model so its memory can be reclaimed."""
         with self._lock:
-            on_cuda = self.device.type == "cuda"
+            on_cuda = torch.cuda.is_available() and torch.cuda.is_initialized()
             self.backbone = nn.Identity()
             self.head = nn.Identity()
             if self.incremental is not None:

@@ -12,6 +12,10 @@ out as ``[p_i cached | padding to P | n_i new | padding to T]`` with an attentio
 ``P + T`` keys and explicit position ids ``p_i + j``, so every real token sees exactly the
 keys and positions of an unpadded forward of its own input. Scores therefore match full
 rescoring up to float rounding (tests: 1e-5 in float32, 1e-2 in bfloat16, every family).
+
+A model split over devices (an accelerate device map) takes its inputs on its first layer's
+device (``engine.device``); each layer's stored keys/values stay on the device that computes
+that layer, and the step scores are read where the last layer puts its hidden states.
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ class Engine(Protocol):
     pad_token_id: int
     max_batch_tokens: int
     device: torch.device
+    head_device: torch.device
     stats: EngineStats
 
 
@@ -80,6 +85,19 @@ def cache_kv(cache: Any) -> list[tuple[torch.Tensor, torch.Tensor]]:
     if hasattr(cache, "layers"):
         return [(layer.keys, layer.values) for layer in cache.layers]
     return list(zip(cache.key_cache, cache.value_cache, strict=True))
+
+
+def device_runs(layers: Sequence[tuple[torch.Tensor, torch.Tensor]]
+                ) -> list[list[tuple[torch.Tensor, torch.Tensor]]]:
+    """Consecutive layers grouped by the device their keys live on (one group on one device;
+    a model split by a device map has one group per device it runs on)."""
+    runs: list[list[tuple[torch.Tensor, torch.Tensor]]] = []
+    for kv in layers:
+        if runs and runs[-1][0][0].device == kv[0].device:
+            runs[-1].append(kv)
+        else:
+            runs.append([kv])
+    return runs
 
 
 def sliding_window(config: Any) -> int | None:
@@ -179,16 +197,19 @@ class IncrementalForward:
         from transformers import DynamicCache
 
         cache = DynamicCache()
-        stored = [r.entry.kv for r in rows if r.entry is not None]
-        if stored:
-            layers, _, heads, _, dim = stored[0].shape
-            padded = stored[0].new_zeros((layers, 2, count, heads, width_p, dim))
-            for i, r in enumerate(rows):
-                if r.entry is not None:
-                    padded[:, :, i, :, : r.past] = r.entry.kv
-            for layer in range(layers):
-                cache.update(padded[layer, 0], padded[layer, 1], layer)
-            del padded  # the cache holds its own copy; keep one, not two, during the forward
+        template = next((r.entry.segments for r in rows if r.entry is not None), None)
+        if template is not None:
+            layer = 0
+            for s, segment in enumerate(template):  # one padded copy per device's layers
+                layers, _, heads, _, dim = segment.shape
+                padded = segment.new_zeros((layers, 2, count, heads, width_p, dim))
+                for i, r in enumerate(rows):
+                    if r.entry is not None:
+                        padded[:, :, i, :, : r.past] = r.entry.segments[s]
+                for j in range(layers):
+                    cache.update(padded[j, 0], padded[j, 1], layer + j)
+                layer += layers
+                del padded  # the cache holds its own copy; keep one, not two, in the forward
         else:
             width_p = 0
 
@@ -208,23 +229,28 @@ class IncrementalForward:
         out = engine.backbone(input_ids=ids.to(dev), attention_mask=mask.to(dev),
                               position_ids=positions.to(dev), use_cache=True,
                               **{self._cache_arg: cache})
-        hidden = out.last_hidden_state[torch.tensor(score_rows, device=dev),
-                                       torch.tensor(score_cols, device=dev)]
-        new_scores = engine.head(hidden).float().cpu().tolist()
+        last = out.last_hidden_state  # on the device of the model's last layer
+        hidden = last[torch.tensor(score_rows, device=last.device),
+                      torch.tensor(score_cols, device=last.device)]
+        new_scores = engine.head(hidden.to(engine.head_device)).float().cpu().tolist()
 
-        # The model appended the new tokens' keys/values to ``cache`` in place.
-        grown = torch.stack([torch.stack((k[:, :, width_p:], v[:, :, width_p:]))
-                             for k, v in cache_kv(cache)])
+        # The model appended the new tokens' keys/values to ``cache`` in place, each layer's on
+        # the device that computed it: one tensor per run of layers on one device.
+        grown = [torch.stack([torch.stack((k[:, :, width_p:], v[:, :, width_p:]))
+                              for k, v in run]) for run in device_runs(cache_kv(cache))]
         results: list[list[float]] = []
         start = 0
         for i, r in enumerate(rows):
             count_new = len(r.request.positions) - r.k
             row_scores = [*(r.entry.scores if r.entry else ()), *new_scores[start:start + count_new]]
             start += count_new
-            tail = grown[:, :, i, :, : r.new]
-            kv = torch.cat((r.entry.kv, tail), dim=3) if r.entry is not None else tail.clone()
+            tails = [g[:, :, i, :, : r.new] for g in grown]
+            kv = tuple(torch.cat((old, tail), dim=3) for old, tail in
+                       zip(r.entry.segments, tails, strict=True)) if r.entry is not None \
+                else tuple(tail.clone() for tail in tails)
             self.store.insert(r.request.input_ids[: r.end],
-                              KVEntry(kv, tuple(row_scores), r.request.positions))
+                              KVEntry(kv if len(kv) > 1 else kv[0], tuple(row_scores),
+                                      r.request.positions))
             results.append(row_scores)
 
         engine.stats.batches += 1

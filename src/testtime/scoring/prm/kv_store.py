@@ -33,8 +33,10 @@ GIB = 1 << 30
 class KVEntry:
     """The keys/values of one token prefix and the scores of its steps."""
 
-    kv: torch.Tensor
-    """``[layers, 2, kv_heads, tokens, head_dim]``: keys (``[:, 0]``) and values (``[:, 1]``)."""
+    kv: torch.Tensor | tuple[torch.Tensor, ...]
+    """``[layers, 2, kv_heads, tokens, head_dim]``: keys (``[:, 0]``) and values (``[:, 1]``);
+    for a model split over devices, one such tensor per run of consecutive layers on one
+    device, kept on that device (:attr:`segments`)."""
     scores: tuple[float, ...]
     """The score of every step whose position lies in the prefix, in order."""
     positions: tuple[int, ...]
@@ -46,12 +48,17 @@ class KVEntry:
             raise ValueError(f"{len(self.scores)} scores for {len(self.positions)} positions")
 
     @property
+    def segments(self) -> tuple[torch.Tensor, ...]:
+        """The per-device layer runs, in layer order (one tensor on a single device)."""
+        return self.kv if isinstance(self.kv, tuple) else (self.kv,)
+
+    @property
     def tokens(self) -> int:
-        return int(self.kv.shape[3])
+        return int(self.segments[0].shape[3])
 
     @property
     def nbytes(self) -> int:
-        return self.kv.numel() * self.kv.element_size()
+        return sum(t.numel() * t.element_size() for t in self.segments)
 
 
 @dataclass
@@ -72,7 +79,8 @@ class StoreStats:
 class PrefixKVStore:
     """LRU map from token prefixes to :class:`KVEntry`, holding at most ``budget_bytes``.
 
-    Thread-safe; the tensors live on whatever device the caller put them on.
+    Thread-safe; the tensors live on whatever devices the caller put them on (a model split
+    over devices keeps each layer's keys/values on the device that computes that layer).
     """
 
     def __init__(self, budget_bytes: int) -> None:
@@ -140,7 +148,8 @@ DEFAULT_FREE_SHARE_CUDA = 0.25
 
 
 def default_budget_bytes(device: torch.device) -> int:
-    """The default budget on ``device`` (see the constants above)."""
+    """The default budget on ``device`` (see the constants above; a model split over GPUs
+    counts its first one)."""
     if device.type != "cuda":
         return int(DEFAULT_KV_CACHE_GB_CPU * GIB)
     free, _ = torch.cuda.mem_get_info(device)
