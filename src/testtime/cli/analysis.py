@@ -199,7 +199,8 @@ def sweep(
         per_policy = {p: sampling_and_path(p, None, temperature, top_p, 0, max_path_tokens)
                       for p in _csv(policies)}
         pairs = tuple(PairOptions(policy=p, prm=r, **dict(zip(
-            ("policy_options", "prm_options"), planned_options(p, r, engine), strict=True)))
+            ("policy_options", "prm_options"), planned_options(p, r, engine, plan=ray is None),
+            strict=True)))
             for p in _csv(policies) for r in _csv(prms))
         grid = SweepGrid(
             base=RunConfig(
@@ -257,7 +258,10 @@ def analyze(
     as_json: Annotated[bool, typer.Option("--json", help="Print analysis.json instead of "
                                                          "the tables")] = False,
 ) -> None:
-    """Difficulty bins, the cross-validated compute-optimal table, curves and gains."""
+    """Difficulty bins, the cross-validated compute-optimal table, curves and gains, and the
+    paper's Tables 2-5 beside your runs (``--json``: ``paper_comparison.cells``, each with
+    ``value``, ``paper``, ``diff`` in points and the bootstrap ``ci_low``/``ci_high``).
+    Runs of several datasets are analysed per dataset."""
     from testtime.analysis.analyze import analysis_tables, write_analysis
     from testtime.analysis.analyze import analyze as run_analysis
 
@@ -280,7 +284,9 @@ def report(
     boot: Annotated[int, typer.Option(help="Bootstrap resamples")] = 1000,
     seed: Annotated[int, typer.Option(help="Seed of the folds and the bootstrap")] = 0,
 ) -> None:
-    """Write PNG plots and one self-contained HTML page (opens offline)."""
+    """Write PNG plots and one self-contained HTML page (opens offline): the paper's tables
+    and figures from your runs beside its published numbers, then one section per (policy,
+    PRM, dataset)."""
     from testtime.analysis.analyze import analyze as run_analysis
     from testtime.analysis.report import write_report
 

@@ -20,10 +20,10 @@ from rich.console import Console
 console = Console()
 err_console = Console(stderr=True)
 
+from testtime.cli.engine_cli import KV_CACHE_HELP  # noqa: F401  (re-exported)
 from testtime.config import EMBEDDED_PATH_TOKENS, is_embedded, recommended  # noqa: F401
+from testtime.types import PAPER_PATH_TOKENS as DEFAULT_PATH_TOKENS  # noqa: F401  (re-exported)
 
-from testtime.cli.engine_cli import KV_CACHE_HELP  # noqa: F401,E402  (re-exported)
-from testtime.types import PAPER_PATH_TOKENS as DEFAULT_PATH_TOKENS  # noqa: E402
 #: What a bare ``--ray`` stands for (typer options cannot take an optional value, so ``main``
 #: fills it in): a local Ray, or the cluster ``$RAY_ADDRESS`` names.
 RAY_LOCAL = "local"
@@ -150,3 +150,15 @@ def show(*renderables: Any) -> None:
 def print_json(data: Any) -> None:
     """JSON for scripts: plain stdout, no colours, no wrapping."""
     print(json.dumps(data, indent=2, default=str))
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (a name or an address) is this machine only: servers warn otherwise."""
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -77,7 +77,7 @@ GpuMemory = Annotated[float | None, typer.Option(
     help="GiB per GPU to plan for (with --num-gpus) [default: the GPUs' own]")]
 
 
-def _device_map(text: str | None, option: str) -> Any:
+def parse_device_map(text: str | None, option: str) -> Any:
     from testtime.engine_options import parse_value
     from testtime.errors import UserError
 
@@ -136,7 +136,7 @@ class EngineArgs:
             "gpu_memory_utilization": self.gpu_memory_utilization,
             "max_model_len": self.max_model_len,
             "gpus": parse_gpus(self.gpus, "--gpus"),
-            "device_map": _device_map(self.device_map, "--device-map"),
+            "device_map": parse_device_map(self.device_map, "--device-map"),
             "max_memory": parse_max_memory(self.max_memory, "--max-memory"),
             "trust_remote_code": True if self.trust_remote_code else None,
         }
@@ -155,7 +155,7 @@ class EngineArgs:
             "device": self.prm_device,
             "dtype": check_dtype(self.prm_dtype, "--prm-dtype"),
             "gpus": parse_gpus(self.prm_gpus, "--prm-gpus"),
-            "device_map": _device_map(self.prm_device_map, "--prm-device-map"),
+            "device_map": parse_device_map(self.prm_device_map, "--prm-device-map"),
             "max_memory": parse_max_memory(self.prm_max_memory, "--prm-max-memory"),
             "kv_cache_gb": self.prm_kv_cache_gb,
             "max_batch_tokens": self.prm_max_batch_tokens,

@@ -208,7 +208,7 @@ def run(
             from testtime.scoring.registry import default_scorer
 
             prm = default_scorer(policy)
-        policy_options, prm_options = planned_options(policy, prm, engine)
+        policy_options, prm_options = planned_options(policy, prm, engine, plan=ray is None)
         sampling, path = sampling_and_path(policy, prompt, temperature, top_p, seed,
                                            max_path_tokens)
         cfg = RunConfig(

@@ -18,6 +18,11 @@ reads. What each family needs (``--task reward`` and ``--override-pooler-config`
   :func:`export_skywork` writes the same weights as a 1-label
   ``Qwen2ForSequenceClassification`` (``v_head.summary.*`` -> ``score.*``), served with ALL
   pooling; rows ``[sigmoid(v_head)]`` per token.
+
+Engine settings (tensor parallel, memory share, context length, dtype, pass-through engine
+arguments) become ``vllm serve`` flags in one place, :func:`engine_flags`; :func:`serve_argv`
+builds the whole argument list for the policy and the PRM alike (``testtime serve vllm-prm``
+prints it, ``testtime serve stack`` runs it).
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from __future__ import annotations
 import json
 import shlex
 import shutil
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -71,11 +76,77 @@ def serve_args(family: str, encoder: Any) -> list[str]:
     raise ValueError(f"no vLLM pooling recipe for PRM family {family!r}")
 
 
+#: testtime's names of engine settings that ``vllm serve`` spells differently.
+_FLAG_NAMES = {"max_batch_seqs": "max_num_seqs"}
+#: Settings that place a server rather than configure its engine: the launcher applies them
+#: through the environment (``CUDA_VISIBLE_DEVICES``, ``VLLM_CPU_KVCACHE_SPACE``), never as flags.
+PLACEMENT_KEYS = frozenset({"gpus", "device", "cpu_kv_cache_gib"})
+#: ``vllm serve`` as users run it; ``VLLM_SERVER_MODULE`` is the same server run by a Python
+#: (vllm-cpu's console script is broken: it looks up the distribution "vllm").
+VLLM_COMMAND = ("vllm", "serve")
+VLLM_SERVER_MODULE = "vllm.entrypoints.openai.api_server"
+
+
+def engine_flags(settings: Mapping[str, Any]) -> list[str]:
+    """``vllm serve`` flags for engine settings named as vLLM's engine arguments are
+    (``tensor_parallel_size``, ``gpu_memory_utilization``, ``max_model_len``, ``dtype``,
+    ``trust_remote_code``, ``enforce_eager``, ``block_size``, any pass-through key) or as
+    testtime names them (``max_batch_seqs`` -> ``--max-num-seqs``).
+
+    ``key: value`` becomes ``--key-with-dashes VALUE``; ``True`` a bare flag, ``False``
+    ``--no-key`` (vLLM's boolean flags take both), dicts and lists JSON; ``None`` is left
+    out. Placement keys (:data:`PLACEMENT_KEYS`) are refused: they are not engine flags, and
+    passing them would silently mean something else."""
+    placement = sorted(PLACEMENT_KEYS & set(settings))
+    if placement:
+        raise ValueError(f"{placement} place the server (environment), they are not "
+                         f"`vllm serve` flags")
+    flags: list[str] = []
+    for key, value in settings.items():
+        if value is None:
+            continue
+        flag = "--" + _FLAG_NAMES.get(key, key).replace("_", "-")
+        if value is True:
+            flags.append(flag)
+        elif value is False:
+            flags.append("--no-" + flag[2:])
+        elif isinstance(value, dict | list | tuple):
+            flags += [flag, json.dumps(value)]
+        else:
+            flags += [flag, str(value)]
+    return flags
+
+
+def vllm_launcher(vllm: str | Sequence[str] | None = None) -> list[str]:
+    """The command prefix that starts ``vllm serve`` (the model follows it): ``vllm serve``
+    by default; ``vllm`` a vLLM executable (``PATH/vllm serve``) or a Python with vLLM
+    installed (``PYTHON -m vllm.entrypoints.openai.api_server --model``)."""
+    if vllm is None:
+        return list(VLLM_COMMAND)
+    if not isinstance(vllm, str):
+        return list(vllm)
+    if Path(vllm).name.startswith("python"):
+        return [vllm, "-m", VLLM_SERVER_MODULE, "--model"]
+    return [vllm, "serve"]
+
+
+def serve_argv(model: str, *, host: str = "127.0.0.1", port: int = 8000,
+               settings: Mapping[str, Any] | None = None, runner_args: Sequence[str] = (),
+               launcher: Sequence[str] = VLLM_COMMAND, extra: Sequence[str] = ()) -> list[str]:
+    """The argument list of a ``vllm serve`` process: ``launcher MODEL``, ``runner_args``
+    (a PRM's :func:`serve_args`), :func:`engine_flags` of ``settings``, ``--host``,
+    ``--port``, ``extra``."""
+    return [*launcher, model, *runner_args, *engine_flags(settings or {}),
+            "--host", host, "--port", str(port), *extra]
+
+
 def serve_command(family: str, model: str, encoder: Any, *, host: str = "127.0.0.1",
-                  port: int = 8000, extra: Sequence[str] = ()) -> str:
-    """The whole ``vllm serve`` command line (shell-quoted)."""
-    return shlex.join(["vllm", "serve", model, *serve_args(family, encoder),
-                       "--host", host, "--port", str(port), *extra])
+                  port: int = 8000, extra: Sequence[str] = (),
+                  settings: Mapping[str, Any] | None = None) -> str:
+    """The whole ``vllm serve`` command line of a PRM (shell-quoted), engine ``settings``
+    (tensor parallel, memory share, context, ...) included."""
+    return shlex.join(serve_argv(model, host=host, port=port, settings=settings,
+                                 runner_args=serve_args(family, encoder), extra=extra))
 
 
 def export_skywork(src: str | Path, dst: str | Path) -> Path:
