@@ -15,7 +15,7 @@ import sys
 
 import typer
 
-from testtime.cli import analysis, execution, plan, run, serve, summary
+from testtime.cli import analysis, execution, plan, run, serve, serve_tts, summary
 
 app = typer.Typer(
     help="Compute-optimal test-time scaling of language models on math reasoning.",
@@ -28,6 +28,7 @@ app.command("adaptive")(run.adaptive)
 for _command in (analysis.flops, analysis.sweep, analysis.analyze, analysis.report):
     app.command()(_command)
 app.command("plan")(plan.plan)
+serve.serve_app.command("tts")(serve_tts.tts)
 app.add_typer(serve.serve_app, name="serve")
 
 
