@@ -4,18 +4,21 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
-from testtime.cli.common import KV_CACHE_HELP, err_console, fail, sampling_and_path, user_errors
+from testtime.cli import engine_cli as eo
+from testtime.cli.common import err_console, fail, sampling_and_path, user_errors
+from testtime.cli.execution import planned_options
 
 
 def tts(
     policy: Annotated[str, typer.Option(help="BACKEND:MODEL, as for `testtime run` "
                                              "(default: the embedded SmolLM2)")] = "default",
-    prm: Annotated[str, typer.Option(help="Step scorer, as for `testtime run --prm`")]
-    = "self-certainty",
+    prm: Annotated[str | None, typer.Option(
+        help="Step scorer, as for `testtime run --prm` [default: as `run`: self-certainty; "
+             "confidence for vllm and openai policies]")] = None,
     prompt: Annotated[str | None, typer.Option(help="Prompt template name (default: from "
                                                        "the model name)")] = None,
     table: Annotated[Path | None, typer.Option(
@@ -49,17 +52,25 @@ def tts(
     request_timeout: Annotated[float, typer.Option(
         help="Seconds a search may take before it is cancelled (504)")] = 600.0,
     max_request_bytes: Annotated[int, typer.Option(help="Largest request body")] = 1 << 20,
-    device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:N")] = None,
-    dtype: Annotated[str | None, typer.Option(help="auto, float32, bfloat16")] = None,
-    max_batch_seqs: Annotated[int | None, typer.Option(help="Sequences per policy batch")]
-    = None,
-    prm_kv_cache_gb: Annotated[float | None, typer.Option(help=KV_CACHE_HELP, min=0.0)] = None,
-    trust_remote_code: Annotated[bool, typer.Option(help="Let model repos run their code")]
-    = False,
-    engine_arg: Annotated[list[str] | None, typer.Option(
-        "--engine-arg", metavar="KEY=VALUE",
-        help="Any other policy engine setting (e.g. n_threads=1 for llama.cpp); repeatable")]
-    = None,
+    device: eo.Device = None,
+    dtype: eo.Dtype = None,
+    max_batch_seqs: eo.MaxBatchSeqs = None,
+    tensor_parallel_size: eo.TensorParallel = None,
+    gpu_memory_utilization: eo.GpuMemoryUtilization = None,
+    max_model_len: eo.MaxModelLen = None,
+    gpus: eo.Gpus = None,
+    device_map: eo.DeviceMap = None,
+    max_memory: eo.MaxMemory = None,
+    engine_arg: eo.EngineArg = None,
+    prm_device: eo.PrmDevice = None,
+    prm_dtype: eo.PrmDtype = None,
+    prm_gpus: eo.PrmGpus = None,
+    prm_device_map: eo.PrmDeviceMap = None,
+    prm_max_memory: eo.PrmMaxMemory = None,
+    prm_kv_cache_gb: eo.PrmKvCacheGb = None,
+    prm_max_batch_tokens: eo.PrmMaxBatchTokens = None,
+    prm_arg: eo.PrmArg = None,
+    trust_remote_code: eo.TrustRemoteCode = False,
 ) -> None:
     """Serve test-time scaling over an OpenAI-compatible API: POST /v1/chat/completions and
     /v1/completions, GET /v1/models, GET /health. The method and budget are chosen per request
@@ -81,16 +92,23 @@ def tts(
             fail(f"--table {table}: no such file")
         sampling, path = sampling_and_path(policy, prompt, temperature, top_p, seed,
                                            max_path_tokens)
-        engine: dict[str, Any] = {k: v for k, v in {
-            "device": device, "dtype": dtype, "max_batch_seqs": max_batch_seqs}.items()
-            if v is not None}
-        if trust_remote_code:
-            engine["trust_remote_code"] = True
-        engine.update(_key_values(engine_arg or []))
+        if prm is None:
+            from testtime.scoring.registry import default_scorer
+
+            prm = default_scorer(policy)
+        engine = eo.EngineArgs(
+            device=device, dtype=dtype, max_batch_seqs=max_batch_seqs,
+            tensor_parallel_size=tensor_parallel_size,
+            gpu_memory_utilization=gpu_memory_utilization, max_model_len=max_model_len,
+            gpus=gpus, device_map=device_map, max_memory=max_memory, engine_arg=engine_arg,
+            prm_device=prm_device, prm_dtype=prm_dtype, prm_gpus=prm_gpus,
+            prm_device_map=prm_device_map, prm_max_memory=prm_max_memory,
+            prm_kv_cache_gb=prm_kv_cache_gb, prm_max_batch_tokens=prm_max_batch_tokens,
+            prm_arg=prm_arg, trust_remote_code=trust_remote_code)
+        policy_options, prm_options = planned_options(policy, prm, engine)
         config = RunConfig(
-            policy=policy, policy_options=engine, prm=prm, prompt=prompt,
-            prm_options={**{k: v for k, v in engine.items() if k in ("device", "dtype")},
-                         **({} if prm_kv_cache_gb is None else {"kv_cache_gb": prm_kv_cache_gb})},
+            policy=policy, policy_options=policy_options, prm=prm, prompt=prompt,
+            prm_options=prm_options,
             search=SearchConfig(method=method if method != "optimal" else "best_of_n", n=n,
                                 beam_width=beam_width, max_depth=max_depth,
                                 max_step_tokens=max_step_tokens, max_path_tokens=path,
@@ -124,20 +142,3 @@ def tts(
 
     run_server(config, service, on_ready=ready, sock=sock)
 
-
-def _key_values(items: list[str]) -> dict[str, Any]:
-    """``KEY=VALUE`` pairs; values read as JSON where they parse (numbers, booleans)."""
-    import json
-
-    from testtime.cli.common import fail
-
-    out: dict[str, Any] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            fail(f"--engine-arg {item}: expected KEY=VALUE")
-        try:
-            out[key.strip()] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key.strip()] = value
-    return out
