@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import json
+import logging
 import os
 import socket
 import subprocess
@@ -166,10 +167,11 @@ def test_retries_429_and_5xx_then_succeeds_and_gives_up_naming_the_url(tok: Any)
     def bad(request: httpx.Request) -> httpx.Response:
         if request.url.path.endswith("/models"):
             return models_response()
-        return httpx.Response(400, text="prompt too long")
+        # (a context-length refusal ends the candidate instead: tests/test_openai_limits.py)
+        return httpx.Response(400, text="'stop' must be a list")
 
     policy = make_policy(tok, bad)
-    with pytest.raises(OpenAIServerError, match="refused the request: HTTP 400: prompt too long"):
+    with pytest.raises(OpenAIServerError, match="refused the request: HTTP 400: 'stop' must"):
         asyncio.run(policy.generate([GenerationRequest(MESSAGES)]))
     assert policy.retries == 0  # a client error is not retried
 
@@ -226,16 +228,138 @@ def test_registry_spec_parsing(tok: Any, monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.setattr("testtime.policy.openai.OpenAIPolicy",
                         lambda cfg: made.append(cfg) or cfg)
     registry.build_policy("openai:Qwen/Qwen2.5-1.5B-Instruct@http://h1:8000/v1,http://h2:9/v1",
-                          {"max_concurrency": 8, "dtype": "auto"})
+                          {"max_concurrency": 8, "max_model_len": 4096,
+                           "tokenizer": "/models/qwen"})
     assert made[0].model == "Qwen/Qwen2.5-1.5B-Instruct"
     assert made[0].base_urls == ("http://h1:8000/v1", "http://h2:9/v1")
-    assert made[0].max_concurrency == 8
+    assert (made[0].max_concurrency, made[0].max_model_len, made[0].tokenizer) == (
+        8, 4096, "/models/qwen")
+    with pytest.raises(ValueError, match="--dtype auto: the openai policy backend has no such"):
+        registry.build_policy("openai:m@http://h/v1", {"dtype": "auto"})
     registry.build_policy("openai:m", {"base_urls": "http://h3/v1"})
     assert made[1].base_urls == ("http://h3/v1",)
     with pytest.raises(ValueError, match="no server URL"):
         registry.build_policy("openai:m", {})
-    with pytest.raises(ValueError, match="not valid for backend 'openai'"):
+    with pytest.raises(ValueError, match="n_ctx=4: not a setting of the openai policy backend"):
         registry.build_policy("openai:m@http://h/v1", {"n_ctx": 4})
+
+
+# -- online DeepConf: streamed rows closed on low confidence -------------------------------------
+
+
+def token_chunk(token: str, confidence: float, finish: str | None = None,
+                k: int = 20) -> dict[str, Any]:
+    """One streamed chunk of one token whose ``k`` top log-probabilities are all
+    ``-confidence`` (so its DeepConf token confidence is exactly ``confidence``)."""
+    top = {f"t{j}": -confidence for j in range(k)}
+    return {"choices": [{"index": 0, "text": token, "finish_reason": finish,
+                         "stop_reason": None,
+                         "logprobs": {"tokens": [token], "token_logprobs": [-confidence],
+                                      "top_logprobs": [top]}}]}
+
+
+def sse(chunks: list[dict[str, Any]], pulled: list[int], fail_after: int | None = None
+        ) -> httpx.Response:
+    """A server-sent event stream of ``chunks`` that records each chunk the client pulls
+    (``fail_after``: the connection drops after that many)."""
+    async def body() -> Any:
+        for i, c in enumerate(chunks):
+            if fail_after is not None and i == fail_after:
+                raise httpx.ReadError("connection reset")
+            pulled.append(i)
+            yield f"data: {json.dumps(c)}\n\n".encode()
+        pulled.append(len(chunks))
+        yield b"data: [DONE]\n\n"
+
+    return httpx.Response(200, content=body(), headers={"content-type": "text/event-stream"})
+
+
+def stream_server(rows: dict[int, list[dict[str, Any]]], pulled: dict[int, list[int]],
+                  sent: list[dict[str, Any]]) -> Any:
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/models"):
+            return models_response("vllm")
+        payload = json.loads(request.content)
+        sent.append(payload)
+        return sse(rows[payload["seed"]], pulled.setdefault(payload["seed"], []))
+
+    return handler
+
+
+def test_confidence_stop_closes_the_stream_right_after_the_stop_token(tok: Any) -> None:
+    from testtime.types import ConfidenceStop
+
+    confs = [5.0, 5.0, 5.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0]
+    # window 3, threshold 2: group means 5, 3.67, 2.33, then 1.0 after the 6th token (f)
+    # "b" comes with 19 alternatives (vLLM collapses tokens that decode alike): still counted
+    row7 = [token_chunk(t, c, k=19 if t == "b" else 20)
+            for t, c in zip("abcdefghij", confs, strict=True)]
+    row7[-1]["choices"][0]["finish_reason"] = "length"
+    # row 8 ends by itself (its last token is below the threshold, but it was the last)
+    row8 = [token_chunk("x", 5.0), token_chunk("y", 5.0), token_chunk("z", 1.0, "length")]
+    pulled: dict[int, list[int]] = {}
+    sent: list[dict[str, Any]] = []
+    policy = make_policy(tok, stream_server({7: row7, 8: row8}, pulled, sent))
+    params = SamplingParams(n=2, max_tokens=10, seed=7,
+                            confidence_stop=ConfidenceStop(threshold=2.0, window=3))
+    r = GenerationRequest(MESSAGES, params=params)
+    [[stopped, ended]] = asyncio.run(policy.generate([r]))
+
+    assert [(p["seed"], p["stream"], p["n"], p["logprobs"]) for p in sent] == \
+        [(7, True, 1, 20), (8, True, 1, 20)]  # one streamed request per row, seed + i
+    assert (stopped.text, stopped.finish_reason, stopped.completion_tokens) == \
+        ("abcdef", "confidence", 6)
+    assert stopped.token_texts == tuple("abcdef")
+    assert stopped.token_confidences == pytest.approx(confs[:6])
+    assert stopped.token_logprobs == pytest.approx([-c for c in confs[:6]])
+    assert stopped.prompt_tokens == policy.count_tokens(policy.render(r))
+    assert max(pulled[7]) == 5  # the stream was closed: the 7th token was never read
+    assert (ended.text, ended.finish_reason, ended.completion_tokens) == ("xyz", "length", 3)
+    assert pulled[8][-1] == 3  # read to its end
+
+    # a threshold never reached: the streamed rows are what a plain request gives
+    sent.clear()
+    low = SamplingParams(n=1, max_tokens=10, seed=7,
+                         confidence_stop=ConfidenceStop(threshold=0.5, window=3))
+    [[full]] = asyncio.run(policy.generate([GenerationRequest(MESSAGES, params=low)]))
+    assert (full.text, full.finish_reason, full.completion_tokens) == ("abcdefghij", "length",
+                                                                       10)
+
+
+def test_stream_without_full_top_k_is_not_stopped_and_a_dropped_stream_starts_over(
+        tok: Any, caplog: pytest.LogCaptureFixture) -> None:
+    from testtime.types import ConfidenceStop
+
+    short = [token_chunk(t, 0.1, k=5) for t in "abc"]
+    short[-1]["choices"][0]["finish_reason"] = "length"
+    pulled: dict[int, list[int]] = {}
+    sent: list[dict[str, Any]] = []
+    policy = make_policy(tok, stream_server({1: short}, pulled, sent))
+    params = SamplingParams(max_tokens=3, seed=1,
+                            confidence_stop=ConfidenceStop(threshold=9.0, window=1))
+    with caplog.at_level(logging.WARNING, logger="testtime.policy.openai"):
+        [[c]] = asyncio.run(policy.generate([GenerationRequest(MESSAGES, params=params)]))
+    assert (c.text, c.finish_reason, c.token_confidences) == ("abc", "length", ())
+    assert any("fewer than half of the 20 top log-probabilities" in r.getMessage()
+               for r in caplog.records)
+
+    # the connection drops after two tokens: the retry reads the row again from the start
+    attempts: list[int] = []
+    row = [token_chunk(t, 5.0) for t in "abcd"]
+    row[-1]["choices"][0]["finish_reason"] = "stop"
+
+    def flaky(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/models"):
+            return models_response("vllm")
+        attempts.append(1)
+        return sse(row, [], fail_after=2 if len(attempts) == 1 else None)
+
+    policy = make_policy(tok, flaky)
+    params = SamplingParams(max_tokens=9, seed=1,
+                            confidence_stop=ConfidenceStop(threshold=1.0, window=1))
+    [[c]] = asyncio.run(policy.generate([GenerationRequest(MESSAGES, params=params)]))
+    assert (c.text, c.finish_reason, c.completion_tokens) == ("abcd", "eos", 5)
+    assert len(attempts) == 2 and policy.retries == 1
 
 
 # -- against a real llama-cpp-python server -----------------------------------------------------

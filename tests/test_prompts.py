@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import logging
+from pathlib import Path
+
 import pytest
 
 from testtime.prompts import family_of, prompt_for_model, prompt_names
@@ -99,3 +103,105 @@ def test_llama3_date_line_is_fixed_so_prompts_are_reproducible() -> None:
     text = render_prompt(tok, [ChatMessage("user", "1+1?")], "Step 1")
     assert f"Today Date: {TEMPLATE_DATE}<|eot_id|>" in text
     assert text.endswith("assistant<|end_header_id|>\n\nStep 1")
+
+
+# -- the family from the model's own files (config.json, chat template) ---------------------
+
+R1_TEMPLATE = ("{% for m in messages %}{% if m['role'] == 'user' %}<｜User｜>{{ m['content'] }}"
+               "{% endif %}{% endfor %}{% if add_generation_prompt %}<｜Assistant｜><think>\\n"
+               "{% endif %}")
+LLAMA3_TEMPLATE = ("{% for m in messages %}<|start_header_id|>{{ m['role'] }}<|end_header_id|>"
+                   "\\n\\n{{ m['content'] }}<|eot_id|>{% endfor %}")
+CHATML_TEMPLATE = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\\n{{ m['content'] }}"
+                   "<|im_end|>\\n{% endfor %}")
+
+
+def model_dir(root: Path, name: str, model_type: str, arch: str, template: str | None,
+              jinja: bool = False) -> Path:
+    """A model directory with only the small files the family is read from."""
+    d = root / name
+    d.mkdir()
+    (d / "config.json").write_text(json.dumps({"model_type": model_type,
+                                               "architectures": [arch]}))
+    if template is not None and jinja:
+        (d / "chat_template.jinja").write_text(template)
+        (d / "tokenizer_config.json").write_text("{}")
+    elif template is not None:
+        (d / "tokenizer_config.json").write_text(json.dumps({"chat_template": template}))
+    return d
+
+
+@pytest.mark.parametrize(
+    ("model_type", "arch", "template", "jinja", "family"),
+    [
+        ("qwen2", "Qwen2ForCausalLM", CHATML_TEMPLATE, False, "qwen"),
+        ("qwen2", "Qwen2ForCausalLM", R1_TEMPLATE, False, "deepseek_r1"),  # R1-Distill-Qwen
+        ("llama", "LlamaForCausalLM", R1_TEMPLATE, True, "deepseek_r1"),  # R1-Distill-Llama
+        ("llama", "LlamaForCausalLM", LLAMA3_TEMPLATE, False, "llama3"),
+        ("llama", "LlamaForCausalLM", LLAMA3_TEMPLATE, True, "llama3"),  # chat_template.jinja
+        ("", "Qwen2ForCausalLM", None, False, "qwen"),  # architectures alone
+        ("llama", "LlamaForCausalLM", CHATML_TEMPLATE, False, "default"),  # SmolLM2-like
+        ("mistral", "MistralForCausalLM", LLAMA3_TEMPLATE, False, "default"),
+    ],
+)
+def test_family_from_a_local_directorys_files(tmp_path: Path, model_type: str, arch: str,
+                                              template: str | None, jinja: bool,
+                                              family: str) -> None:
+    d = model_dir(tmp_path, "ckpt-7", model_type, arch, template, jinja)
+    assert family_of(str(d)) == family
+    for spec in (f"hf:{d}", f"vllm:{d}"):
+        assert prompt_for_model(spec).name == family
+    # a server alias whose model (vLLM's root) is that directory
+    assert prompt_for_model("openai:smol", model_files=str(d)).name == family
+
+
+def test_the_name_wins_over_the_files(tmp_path: Path) -> None:
+    d = model_dir(tmp_path, "Qwen2.5-Math-7B-Instruct", "llama", "LlamaForCausalLM",
+                  LLAMA3_TEMPLATE)
+    assert family_of(str(d)) == "qwen"
+    # a Hub id as the server's model is judged by its name, with no network
+    assert prompt_for_model("openai:smol", model_files="deepseek-ai/DeepSeek-R1-Distill-"
+                                                         "Qwen-1.5B").name == "deepseek_r1"
+    assert family_of("openai:smol", "meta-llama/Llama-3.1-8B-Instruct") == "llama3"
+
+
+def test_fallback_to_the_default_warns_once_naming_the_prompt_and_why(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    d = model_dir(tmp_path, "ckpt", "mistral", "MistralForCausalLM", CHATML_TEMPLATE)
+    with caplog.at_level(logging.WARNING, logger="testtime.prompts"):
+        assert prompt_for_model(f"vllm:{d}").name == "default"
+        assert prompt_for_model(f"vllm:{d}").name == "default"
+    [rec] = [r for r in caplog.records if r.levelno == logging.WARNING]
+    msg = rec.getMessage()
+    assert "'default' prompt" in msg and "'mistral'" in msg and "--prompt" in msg
+
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="testtime.prompts"):
+        assert prompt_for_model("openai:smol").name == "default"  # no files to read
+        assert prompt_for_model("hf:default").name == "default"  # the embedded model: meant
+        assert prompt_for_model("HuggingFaceTB/SmolLM2-360M-Instruct").name == "default"
+        # a bare server spec: the prompt is chosen again once the server names its model
+        assert prompt_for_model("openai:alias@http://127.0.0.1:8000/v1").name == "default"
+        assert prompt_for_model("x", warn=False).name == "default"
+    [rec] = caplog.records
+    assert "openai:smol" in rec.getMessage() and "no local model directory" in rec.getMessage()
+
+
+def test_recommended_stays_io_free_for_hub_ids_and_reads_local_dirs(tmp_path: Path) -> None:
+    from testtime.config import recommended
+
+    d = model_dir(tmp_path, "r1", "qwen2", "Qwen2ForCausalLM", R1_TEMPLATE)
+    sampling, path = recommended(f"vllm:{d}")
+    assert (sampling.temperature, sampling.top_p, path) == (0.6, 0.95, 32768)
+    # Hub ids: the name only (no file lookups, no network: the Hub is offline in tests)
+    assert recommended("vllm:some-org/some-model")[1] == 8192
+    assert recommended("vllm:deepseek-ai/DeepSeek-R1-Distill-Llama-8B")[1] == 32768
+
+
+def test_unreadable_files_are_judged_on_what_remains(tmp_path: Path,
+                                                     caplog: pytest.LogCaptureFixture) -> None:
+    d = model_dir(tmp_path, "broken", "qwen2", "Qwen2ForCausalLM", None)
+    (d / "tokenizer_config.json").write_text("{not json")
+    with caplog.at_level(logging.WARNING, logger="testtime.prompts"):
+        assert family_of(str(d)) == "qwen"
+    assert any("tokenizer_config.json" in r.getMessage() for r in caplog.records)

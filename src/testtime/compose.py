@@ -92,7 +92,9 @@ def _method(config: RunConfig) -> SearchFn:
 def _prompt(policy: Policy, config: RunConfig) -> object:
     from testtime.prompts import prompt_for_model
 
-    return prompt_for_model(policy.name, config.prompt)
+    # A served alias says nothing of the family: the files of the model the server loaded do.
+    return prompt_for_model(policy.name, config.prompt,
+                            model_files=getattr(policy, "model_files", None))
 
 
 def flop_costs(config: RunConfig, policy: Policy, scorer: StepScorer) -> FlopCosts:

@@ -4,8 +4,8 @@ Prompts are rendered client-side with the model's HF chat template (``render_pro
 the in-process backends) and sent raw to ``/v1/completions``, so partial solutions continue
 exactly where they stop. Each sampled row is one HTTP request (``n=1``, row ``i`` seeded
 ``seed + i`` like vLLM's children of an ``n``-row request), so results do not depend on how
-requests are grouped; servers batch concurrent requests
-themselves, and their prefix caches make the shared prompt of a request's rows cheap.
+requests are grouped; servers batch concurrent requests themselves, and their prefix caches
+make the shared prompt of a request's rows cheap.
 
 Robustness: a bounded number of requests is in flight per server; requests go to the server
 with the fewest in flight; 429, 5xx, timeouts and connection errors are retried with
@@ -13,34 +13,52 @@ exponential backoff (on another server when there is one), then fail with an err
 URL. ``/v1/models`` is checked once at start, so a server that is down or serves another model
 fails at once with a clear message.
 
+Context limits are per candidate, never per problem: the context length comes from
+``/v1/models`` (vLLM's ``max_model_len``; the ``max_model_len`` option caps it or stands in
+for servers that report none), and each request asks for ``min(max_tokens, context - prompt
+tokens)``. A prompt that leaves no room, or a request the server still refuses as too long
+(HTTP 400 "maximum context length ...", "max_tokens=... cannot be greater than
+max_model_len=..."), ends that candidate as ``length`` with no tokens; it is not retried and
+does not fail the problem.
+
+The tokenizer (chat template, token counts) is the ``tokenizer`` option, else the model the
+server loaded (vLLM's ``root``: a served alias such as ``--served-model-name smol`` still finds
+its model), else the served name; when none loads, a :class:`~testtime.errors.UserError` names
+the option. The same files choose the prompt family (:attr:`OpenAIPolicy.model_files`).
+
+Online DeepConf: with ``params.confidence_stop`` each row is streamed (``stream: true``, top-20
+log-probabilities) and closed right after the first token whose group confidence (the mean
+DeepConf token confidence of the row's last ``window`` tokens) is below the threshold; the row
+keeps what it received, with ``finish_reason="confidence"``.
+
 Servers report the sampled token's log-probability and the top 20 (``logprobs=20``, DeepConf's
 token confidence) but not the full distribution, so ``token_certainties`` stay empty:
 self-certainty scoring needs an in-process backend.
 
-This module holds the settings, the prompts and the mapping of returned choices onto
-completions; the HTTP side (server checks, load spreading, retries) is
-:class:`~testtime.policy.openai_http.ServerPool`.
+This module holds the settings and the requests; the HTTP side (server checks, load spreading,
+retries) is :class:`~testtime.policy.openai_http.ServerPool`, the mapping of answers onto
+completions :mod:`testtime.policy.openai_choices`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from testtime.confidence import token_confidence
-from testtime.policy.completion import build_completion
-from testtime.policy.hf import render_prompt, token_pieces
-from testtime.policy.openai_http import (  # noqa: F401  (re-exported for callers)
-    RETRY_STATUSES,
-    SERVER_EXTRAS,
-    OpenAIServerError,
-    ServerPool,
-)
+from testtime.confidence import TOP_K
+from testtime.policy.hf import render_prompt
+from testtime.policy.openai_choices import RowStream, empty_completion, to_completion
+from testtime.policy.openai_http import RETRY_STATUSES, SERVER_EXTRAS, ServerPool  # noqa: F401
+from testtime.policy.openai_wire import ContextLengthError, OpenAIServerError  # noqa: F401
 from testtime.resources import AsyncResource
 from testtime.types import Completion, GenerationRequest, SamplingParams
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -53,7 +71,12 @@ class OpenAIPolicyConfig:
     """Server base URLs ending in ``/v1``; requests are spread over them."""
     tokenizer: str | None = None
     """HF tokenizer for the chat template and token counts (Hub id, directory, ``.gguf`` or
-    ``default``); None uses ``model``."""
+    ``default``); None uses the model the server reports it loaded (vLLM's ``root``), else
+    ``model``. Needed when the server serves an alias and reports no ``root``."""
+    max_model_len: int | None = None
+    """Context length (prompt + completion tokens) to stay within; None: the server's
+    (``max_model_len`` in ``/v1/models``), or no limit when it reports none. With both, the
+    smaller."""
     api_key: str | None = None
     """Bearer token; None reads ``OPENAI_API_KEY`` (local servers need none)."""
     max_concurrency: int = 64
@@ -82,6 +105,8 @@ class OpenAIPolicyConfig:
         for url in self.base_urls:
             if not url.startswith(("http://", "https://")):
                 raise ValueError(f"openai: base URL {url!r} must start with http:// or https://")
+        if self.max_model_len is not None and self.max_model_len < 1:
+            raise ValueError(f"openai.max_model_len must be >= 1, got {self.max_model_len}")
         if self.top_logprobs < 0:
             raise ValueError(f"openai.top_logprobs must be >= 0, got {self.top_logprobs}")
         for name in ("max_concurrency",):
@@ -98,27 +123,64 @@ class OpenAIPolicy(AsyncResource):
                  transport: Any = None) -> None:
         """``tokenizer`` and ``transport`` (an ``httpx`` transport) may be injected by tests."""
         from testtime.flops import known_param_count
-        from testtime.policy.gguf_support import load_tokenizer
 
         self.config = config
         self.name = f"openai:{config.model}"
         self.urls = [u.rstrip("/") for u in config.base_urls]
-        self.tokenizer = tokenizer or load_tokenizer(config.tokenizer or config.model,
-                                                     config.trust_remote_code)
-        # Servers tokenise with their own BOS; drop the template's so it is not doubled.
-        bos = self.tokenizer.bos_token
-        adds_bos = (self.tokenizer.bos_token_id is not None and self.tokenizer.bos_token_id
-                    in self.tokenizer("x", add_special_tokens=True)["input_ids"])
-        self._strip_bos = bos if bos and adds_bos else None
         key = config.api_key or os.environ.get("OPENAI_API_KEY")
         headers = {"Authorization": f"Bearer {key}"} if key else {}
-        self.param_count = known_param_count(config.model, config.tokenizer or "")
         self._servers = ServerPool(
             self.urls, model=config.model, headers=headers, transport=transport,
             max_concurrency=config.max_concurrency, timeout_s=config.timeout_s,
             connect_timeout_s=config.connect_timeout_s, max_retries=config.max_retries,
             backoff_s=config.backoff_s, max_backoff_s=config.max_backoff_s)
         self.extras = self._servers.check(config.server_extras)
+        self.root = self._servers.root
+        """The model the server loaded (vLLM's ``root``), or None when it does not say."""
+        limits = [n for n in (self._servers.max_model_len, config.max_model_len) if n]
+        self.max_model_len: int | None = min(limits) if limits else None
+        """Context length requests stay within (None: unknown, no cap)."""
+        self.model_files: str = config.tokenizer or self.root or config.model
+        """Where the model's own files are (a local directory or a Hub id): the prompt family
+        is read from them when the served name does not say it."""
+        self.tokenizer = tokenizer or self._load_tokenizer()
+        # Servers tokenise with their own BOS; drop the template's so it is not doubled.
+        bos = self.tokenizer.bos_token
+        adds_bos = (self.tokenizer.bos_token_id is not None and self.tokenizer.bos_token_id
+                    in self.tokenizer("x", add_special_tokens=True)["input_ids"])
+        self._strip_bos = bos if bos and adds_bos else None
+        self.param_count = known_param_count(config.model, config.tokenizer or "",
+                                             self.root or "")
+        self._warned_no_room = False
+        self._warned_no_top = False
+
+    def _load_tokenizer(self) -> Any:
+        """The tokenizer from the ``tokenizer`` option, else the server's ``root``, else the
+        served name; a :class:`~testtime.errors.UserError` naming the option when none loads."""
+        from testtime.errors import UserError
+        from testtime.policy.gguf_support import load_tokenizer
+
+        cfg = self.config
+        tried = [cfg.tokenizer] if cfg.tokenizer else \
+            list(dict.fromkeys(s for s in (self.root, cfg.model) if s))
+        reasons = []
+        for source in tried:
+            try:
+                return load_tokenizer(source, cfg.trust_remote_code)
+            except (OSError, ValueError) as exc:  # missing files, unknown Hub id, offline Hub
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+                reasons.append(f"{source!r}: {type(exc).__name__}: {first[:200]}")
+            except Exception as exc:  # noqa: BLE001  the Hub client's HTTP errors
+                if not type(exc).__module__.startswith(("huggingface_hub", "httpx", "requests")):
+                    raise
+                reasons.append(f"{source!r}: {type(exc).__name__}")
+        what = "the tokenizer option" if cfg.tokenizer else (
+            "the server's model root and the served name" if self.root
+            else "the served name (the server reports no model root)")
+        raise UserError(f"no tokenizer for the chat template could be loaded from {what} "
+                        f"({'; '.join(reasons)}); give one with --engine-arg "
+                        f"tokenizer=PATH_OR_HUB_ID (a local model directory or Hub id)",
+                        "--policy", self.name)
 
     @property
     def retries(self) -> int:
@@ -161,10 +223,22 @@ class OpenAIPolicy(AsyncResource):
 
     async def _complete(self, prompt: str, n_prompt: int, params: SamplingParams,
                         seed: int | None) -> Completion:
+        """One row: at most the context's room, ended as ``length`` when there is none or the
+        server refuses it as too long (asked once more within the room its message implies,
+        when that is smaller than what was asked: the limit it states, less the prompt tokens
+        it counted or ours)."""
+        max_tokens = params.max_tokens
+        if self.max_model_len is not None:
+            room = self.max_model_len - n_prompt
+            if room < 1:
+                self._ended(f"a prompt of {n_prompt} tokens leaves no room in the server's "
+                            f"context of {self.max_model_len} tokens")
+                return empty_completion(n_prompt)
+            max_tokens = min(max_tokens, room)
         payload: dict[str, Any] = {
             "model": self.config.model,
             "prompt": prompt,
-            "max_tokens": params.max_tokens,
+            "max_tokens": max_tokens,
             "temperature": params.temperature,
             "top_p": params.top_p if params.temperature > 0 else 1.0,
             "n": 1,
@@ -175,67 +249,52 @@ class OpenAIPolicy(AsyncResource):
             payload["stop"] = list(params.stop)
         if seed is not None:
             payload["seed"] = seed
-        data = await self._servers.post(payload)
-        return self._to_completion(data["choices"][0], n_prompt, params)
+        for _ in range(2):
+            try:
+                return await self._request(payload, n_prompt, params)
+            except ContextLengthError as exc:
+                refusal = exc
+                limit = exc.limit
+                if limit is None:
+                    break
+                if self.max_model_len is None or limit < self.max_model_len:
+                    self.max_model_len = limit  # learnt from the refusal: later rows fit
+                # the server's count of the prompt when it says it (its tokenizer), else ours
+                room = limit - (n_prompt if exc.prompt_tokens is None else exc.prompt_tokens)
+                if not 1 <= room < payload["max_tokens"]:
+                    break
+                payload["max_tokens"] = room
+        self._ended(f"{refusal} (prompt: {n_prompt} tokens by the client's count)")
+        return empty_completion(n_prompt)
+
+    async def _request(self, payload: dict[str, Any], n_prompt: int,
+                       params: SamplingParams) -> Completion:
+        """One request: plain, or streamed and closed on low confidence (online DeepConf)."""
+        stop = params.confidence_stop
+        if stop is None:
+            data = await self._servers.post(payload)
+            return self._to_completion(data["choices"][0], n_prompt, params)
+        k = self.config.top_logprobs or TOP_K
+        row = await self._servers.stream({**payload, "logprobs": k},
+                                         lambda: RowStream(stop, k))
+        if row.missing_top and not self._warned_no_top:
+            self._warned_no_top = True
+            log.warning("%s: the server sent fewer than half of the %d top log-probabilities "
+                        "asked for some tokens: those rows cannot be stopped on confidence",
+                        self.name, k)
+        done = to_completion(row.choice(), n_prompt, params, self.tokenizer, k)
+        if row.stopped and done.finish_reason != "stop":
+            return dataclasses.replace(done, finish_reason="confidence")
+        return done
+
+    def _ended(self, why: str) -> None:
+        """Say once (then at debug level) why a row ended with no tokens."""
+        level = logging.DEBUG if self._warned_no_room else logging.WARNING
+        self._warned_no_room = True
+        log.log(level, "%s: %s: that candidate ends as 'length' with no new tokens (said "
+                "once)", self.name, why)
 
     def _to_completion(self, choice: dict[str, Any], n_prompt: int,
                        params: SamplingParams) -> Completion:
-        """Map one choice onto the stop/finish contract of ``build_completion``."""
-        text = str(choice.get("text") or "")
-        lp = choice.get("logprobs") or {}
-        tokens = [str(t) for t in (lp.get("tokens") or [])]
-        logprobs = [float(x) if x is not None else 0.0 for x in (lp.get("token_logprobs") or [])]
-        confidences = self._confidences(lp.get("top_logprobs"), len(tokens))
-        pieces = _covering(tokens, text, params.stop) if len(logprobs) == len(tokens) else None
-        if pieces is not None:
-            logprobs, confidences = logprobs[: len(pieces)], confidences[: len(pieces)]
-        else:  # no usable token list (or bytes-escaped pieces): re-tokenise the text
-            ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
-            pieces = token_pieces(self.tokenizer, ids)
-            logprobs = logprobs if len(logprobs) == len(pieces) else []
-            confidences = confidences if len(confidences) == len(pieces) else []
-        finish = choice.get("finish_reason")
-        stop_reason = choice.get("stop_reason")
-        joined = "".join(pieces)
-        has_stop = any(s and s in joined for s in params.stop)
-        if finish == "stop" and not has_stop and isinstance(stop_reason, str) and stop_reason:
-            # The server cut the stop string off the text and its tokens: put it back.
-            pieces, logprobs, confidences = [*pieces, stop_reason], [], []
-            has_stop = True
-        return build_completion(
-            pieces,
-            prompt_tokens=n_prompt,
-            stop=params.stop,
-            ended_with_eos=finish == "stop" and not has_stop,
-            logprobs=logprobs,
-            confidences=confidences,
-        )
-
-    def _confidences(self, top: Any, n: int) -> list[float]:
-        """DeepConf token confidences from ``top_logprobs`` (one dict per token), or none
-        when the server sent fewer than ``top_logprobs`` alternatives per token."""
-        k = self.config.top_logprobs
-        if not k or not isinstance(top, list) or len(top) != n:
-            return []
-        if not all(isinstance(d, dict) and len(d) >= k for d in top):
-            return []
-        return [token_confidence([float(v) for v in d.values()]) for d in top]
-
-
-def _covering(tokens: list[str], text: str, stop: Sequence[str]) -> list[str] | None:
-    """The server's token pieces that make up ``text``, or None when they do not match it.
-
-    Pieces past ``text`` are kept only when they hold a stop string (the server cut it off);
-    others (an end-of-turn token's text) are dropped.
-    """
-    joined = "".join(tokens)
-    if not tokens or not joined.startswith(text):
-        return None
-    if any(s and s in joined[max(0, len(text) - len(s)) :] for s in stop):
-        return tokens
-    pos = 0
-    for i, piece in enumerate(tokens):
-        if pos == len(text):
-            return tokens[:i]
-        pos += len(piece)
-    return tokens if pos == len(text) else None
+        """One plain choice as a completion (:func:`to_completion`)."""
+        return to_completion(choice, n_prompt, params, self.tokenizer, self.config.top_logprobs)
