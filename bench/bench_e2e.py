@@ -17,6 +17,8 @@ of its wall (``summary.json`` ``timeline``: policy batches, PRM forwards, gradin
     python bench/bench_e2e.py --data-dir ../shared/datasets --limit 64 \\
         --runs beam_search:16:4,best_of_n:16 --max-step-tokens 64 --max-depth 12 \\
         --max-path-tokens 384
+    # the HF decode loop against bare generate (256 prompts x 64 new tokens, no PRM)
+    python bench/bench_e2e.py --decode-probe
     # a CPU smoke test of the script itself (tiny shapes, a few problems)
     python bench/bench_e2e.py --policy-shape tiny --prm-shape tiny --device cpu --limit 2 \\
         --runs beam_search:4:2 --max-depth 3
@@ -201,6 +203,71 @@ def run_one(name: str, spec: str, policy: Path, prm: Path, out: Path,
             "policy_batches": summary.get("policy_batches")}
 
 
+def decode_probe(args: argparse.Namespace) -> None:
+    """The HF backend's decode loop against bare ``generate`` on the shapes of
+    ``../shared/tools/hf_decode_probe.py``: a random ``--policy-shape`` model (bf16), 256
+    random prompts of 200-216 tokens, 64 sampled new tokens each (T=0.7, no stop), same model
+    and prompts for every variant, in this process. Prints new tokens per second of each."""
+    import torch
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    src = str(args.src.resolve()) if args.src else str(REPO / "src")
+    sys.path.insert(0, src)
+    from testtime.policy.hf_decode import DecodeLoop, DecodeSettings, LoopRow
+
+    cfg = Qwen2Config(vocab_size=151936, tie_word_embeddings=True, bos_token_id=1,
+                      eos_token_id=2, pad_token_id=0, **COMMON, **SHAPES[args.policy_shape])
+    torch.manual_seed(0)
+    with torch.device(args.device):
+        model = Qwen2ForCausalLM(cfg).to(torch.bfloat16).eval()
+    rows, new = args.probe_rows, args.probe_new
+    gen = torch.Generator().manual_seed(1)
+    prompts = [torch.randint(10, 150000, (200 + i % 17,), generator=gen).tolist()
+               for i in range(rows)]
+    width = max(map(len, prompts))
+    ids = torch.zeros(rows, width, dtype=torch.long)
+    att = torch.zeros(rows, width, dtype=torch.long)
+    for i, p in enumerate(prompts):
+        ids[i, width - len(p):] = torch.tensor(p)
+        att[i, width - len(p):] = 1
+    ids, att = ids.to(args.device), att.to(args.device)
+    sample = {"max_new_tokens": new, "min_new_tokens": new, "do_sample": True,
+              "temperature": 0.7, "top_p": 1.0, "pad_token_id": 0}
+    none = torch.zeros(cfg.vocab_size, dtype=torch.bool, device=args.device)
+    loop = DecodeLoop(model, 0, cfg.vocab_size, args.device)
+
+    def run_loop(sync_every: int) -> None:
+        settings = DecodeSettings(temperature=0.7, top_p=1.0, stop_now=none, stop_maybe=none,
+                                  stopped=lambda ids: False, sync_every=sync_every,
+                                  slots=rows)
+        made: list[int] = []
+        with torch.inference_mode():
+            loop.run([LoopRow(p, i, new) for i, p in enumerate(prompts)], settings,
+                     lambda i, r: made.append(len(r.tokens)))
+        assert sum(made) == rows * new
+
+    variants: list[tuple[str, Any]] = [
+        ("generate, eager", lambda: model.generate(input_ids=ids, attention_mask=att, **sample)),
+        ("decode loop, sync every 8", lambda: run_loop(8)),
+        ("decode loop, sync every 16", lambda: run_loop(16)),
+        ("generate, static cache + compile", lambda: model.generate(
+            input_ids=ids, attention_mask=att, cache_implementation="static", **sample)),
+    ]
+    for name, fn in variants:
+        fn()  # warm-up (and compilation)
+        if args.device.startswith("cuda"):
+            torch.cuda.synchronize()
+        times = []
+        for _ in range(2):
+            t = time.perf_counter()
+            fn()
+            if args.device.startswith("cuda"):
+                torch.cuda.synchronize()
+            times.append(time.perf_counter() - t)
+        best = min(times)
+        print(f"| {name} | {best:.2f} s | {rows * new / best:,.0f} |", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--policy-shape", default="qwen2.5-1.5b", choices=sorted(SHAPES))
@@ -230,7 +297,15 @@ def main() -> None:
                          "0: the PRM rescores every path in full) [default: the CLI's default]")
     ap.add_argument("--json", type=Path, default=None, help="also write the rows here")
     ap.add_argument("extra", nargs="*", help="more `testtime run` options, after --")
+    ap.add_argument("--decode-probe", action="store_true",
+                    help="instead of runs: the HF decode loop against bare generate on the "
+                         "shapes of hf_decode_probe.py (see decode_probe)")
+    ap.add_argument("--probe-rows", type=int, default=256)
+    ap.add_argument("--probe-new", type=int, default=64)
     args = ap.parse_args()
+    if args.decode_probe:
+        decode_probe(args)
+        return
     root = Path(tempfile.mkdtemp(prefix="bench-e2e-"))
     out = args.out or root / "runs"
     rows = []

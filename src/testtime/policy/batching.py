@@ -10,21 +10,73 @@ most engines take one temperature/top-p/stop set per call).
 depends on how many tokens each path has left, and splitting batches on it would fragment
 them near the path limit. A batch runs with the largest limit of its rows and each backend
 cuts every row at its own ``request.params.max_tokens`` (see ``row_limit``).
+
+A backend that decodes with continuous batching (``streaming=True``) gets a :class:`RowStream`
+as a third argument: it hands each row back as soon as it finishes (so a search task can score
+it and submit its next step while the call goes on) and takes more queued rows of the same
+sampling configuration as its slots free up, so one call can serve a stream of requests.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from testtime.timeline import TIMELINE
 from testtime.types import Completion, GenerationRequest, SamplingParams
 
 #: Signature of the blocking backend call: rows are (request, row seed) pairs, one per sampled
 #: sequence (a request with n=4 contributes 4 rows); returns one completion per row.
-BatchFn = Callable[[list[tuple[GenerationRequest, int | None]], SamplingParams], list[Completion]]
+#: A streaming backend (``RequestBatcher(..., streaming=True)``) takes a ``RowStream`` third.
+BatchFn = Callable[..., list[Completion]]
+Row = tuple[GenerationRequest, int | None]
+
+
+class RowStream:
+    """What a streaming backend call may do besides returning its rows' completions: take more
+    queued rows and hand back finished ones early. Its methods are called from the backend's
+    worker thread; they run on the event loop's thread.
+
+    Rows are numbered in the order the call got them: its initial rows ``0..n-1``, then the
+    rows of each ``take`` after them.
+    """
+
+    def __init__(self, batcher: RequestBatcher, loop: asyncio.AbstractEventLoop,
+                 batch: list[tuple[_Pending, int]], params: SamplingParams) -> None:
+        self._batcher, self._loop, self._batch, self._params = batcher, loop, batch, params
+
+    def _on_loop(self, fn: Callable[[], Any]) -> Any:
+        fut: concurrent.futures.Future[Any] = concurrent.futures.Future()
+
+        def job() -> None:
+            try:
+                fut.set_result(fn())
+            except BaseException as exc:  # noqa: BLE001  (re-raised in the worker thread)
+                fut.set_exception(exc)
+
+        self._loop.call_soon_threadsafe(job)
+        return fut.result()
+
+    def take(self, limit: int) -> list[Row]:
+        """Up to ``limit`` more queued rows sharing this call's sampling key (none once an
+        older request with another key waits: the call then drains, so that key is served).
+        Each row's own ``request.params.max_tokens`` is its limit."""
+        return list(self._on_loop(lambda: self._batcher._take_more(
+            self._batch, batch_key(self._params), limit)))
+
+    def deliver(self, index: int, completion: Completion) -> None:
+        """Row ``index`` is finished (its caller's result resolves once all its rows are)."""
+        p, i = self._batch[index]
+        self._loop.call_soon_threadsafe(self._batcher._store, p, i, completion)
+
+    def fail(self, index: int, exc: BaseException) -> None:
+        """Row ``index`` cannot run: its request fails with ``exc``."""
+        p, _ = self._batch[index]
+        self._loop.call_soon_threadsafe(self._batcher._fail, p, exc)
 
 
 def batch_key(params: SamplingParams) -> tuple[float, float, tuple[str, ...]]:
@@ -71,11 +123,12 @@ class RequestBatcher:
     only the caller whose request causes it.
     """
 
-    def __init__(self, fn: BatchFn, max_batch_seqs: int) -> None:
+    def __init__(self, fn: BatchFn, max_batch_seqs: int, streaming: bool = False) -> None:
         if max_batch_seqs < 1:
             raise ValueError(f"max_batch_seqs must be >= 1, got {max_batch_seqs}")
         self._fn = fn
         self._max = max_batch_seqs
+        self._streaming = streaming
         self._queue: list[_Pending] = []
         self._worker: asyncio.Task[None] | None = None
         self._wakeup: asyncio.Event | None = None
@@ -120,8 +173,10 @@ class RequestBatcher:
             if not batch:
                 continue
             try:
-                await self._dispatch(batch, params)
+                await self._dispatch(batch, params, stream=self._streaming)
             except Exception as exc:  # noqa: BLE001  (any backend error goes to its caller)
+                # Rows already handed back (streaming) stay; the rest are retried or failed.
+                batch = [(p, i) for p, i in batch if p.rows[i] is None and not p.future.done()]
                 owners = list(dict.fromkeys(p for p, _ in batch))
                 if len(owners) == 1:
                     if not owners[0].future.done():
@@ -144,24 +199,59 @@ class RequestBatcher:
         if owner in self._queue:
             self._queue.remove(owner)
 
-    async def _dispatch(self, batch: list[tuple[_Pending, int]], params: SamplingParams) -> None:
+    async def _dispatch(self, batch: list[tuple[_Pending, int]], params: SamplingParams,
+                        stream: bool = False) -> None:
+        """Run ``batch`` (a streaming call appends the rows it takes to it)."""
         rows = [(p.request, row_seed(p.request.params.seed, i)) for p, i in batch]
-        outs = await asyncio.to_thread(self._call, rows, params)
-        for (p, i), out in zip(batch, outs, strict=True):
-            p.rows[i] = out
-            if all(r is not None for r in p.rows) and not p.future.done():
-                p.future.set_result([r for r in p.rows if r is not None])
+        extra = (RowStream(self, asyncio.get_running_loop(), batch, params),) if stream else ()
+        outs = await asyncio.to_thread(self._call, rows, params, *extra)
+        for (p, i), out in zip(batch, outs, strict=False):  # a stream's taken rows: delivered
+            self._store(p, i, out)
 
-    def _call(
-        self, rows: list[tuple[GenerationRequest, int | None]], params: SamplingParams
-    ) -> list[Completion]:
+    def _store(self, p: _Pending, i: int, out: Completion) -> None:
+        p.rows[i] = out
+        if all(r is not None for r in p.rows) and not p.future.done():
+            p.future.set_result([r for r in p.rows if r is not None])
+
+    def _fail(self, p: _Pending, exc: BaseException) -> None:
+        if not p.future.done():
+            p.future.set_exception(exc)
+        self._drop(p)
+
+    def _take_more(self, batch: list[tuple[_Pending, int]], key: tuple[Any, ...],
+                   limit: int) -> list[Row]:
+        """Up to ``limit`` queued rows with sampling key ``key``, appended to ``batch``."""
+        taken: list[tuple[_Pending, int]] = []
+        for p in list(self._queue):
+            if batch_key(p.request.params) != key:
+                if not taken and p is self._queue[0]:
+                    return []  # an older request with another key: let the call drain
+                continue
+            if len(taken) >= limit:
+                break
+            n = p.request.params.n
+            if not p.rows:
+                p.rows = [None] * n
+            take = range(p.handed, min(n, p.handed + limit - len(taken)))
+            taken.extend((p, i) for i in take)
+            p.handed += len(take)
+            if p.handed == n:
+                self._queue.remove(p)
+        batch.extend(taken)
+        return [(p.request, row_seed(p.request.params.seed, i)) for p, i in taken]
+
+    def _call(self, rows: list[Row], params: SamplingParams, *stream: RowStream
+              ) -> list[Completion]:
         with self._device_lock, TIMELINE.span("policy"):
-            outs = self._fn(rows, params)
+            outs = self._fn(rows, params, *stream)
         if len(outs) != len(rows):
             raise RuntimeError(f"backend returned {len(outs)} completions for {len(rows)} rows")
+        # Counted here, in the worker thread: once a stream has handed back every row, the
+        # callers may be gone and the event loop closed before ``_dispatch`` resumes.
+        served = len(stream[0]._batch) if stream else len(rows)
         self.stats.calls += 1
-        self.stats.rows += len(rows)
-        self.stats.max_rows = max(self.stats.max_rows, len(rows))
+        self.stats.rows += served
+        self.stats.max_rows = max(self.stats.max_rows, served)
         return outs
 
     def _take_batch(self) -> tuple[list[tuple[_Pending, int]], SamplingParams]:
