@@ -108,6 +108,7 @@ async def _run_locked(config: RunConfig, out_dir: Path, problems: list[Problem],
     todo = [p for p in problems if p.id not in store.done_ids()]
     start, mark = time.perf_counter(), TIMELINE.mark()
     batch_stats = engine_stats = None
+    work_end: float | None = None
     with Grader() as grader:
         if todo and executor is not None:
             await executor.start()  # fails fast (no cluster, no actor could load its models)
@@ -125,14 +126,18 @@ async def _run_locked(config: RunConfig, out_dir: Path, problems: list[Problem],
                 TIMELINE.add("load", start, time.perf_counter())  # building policy and scorer
                 batch_stats, engine_stats = await _run_built(b, todo, config, store, grader,
                                                              progress, len(problems), retry)
+                # before the engines close: vLLM's engine process takes ~5 s to stop
+                work_end = time.perf_counter()
     end = time.perf_counter()
-    wall = end - start
+    work_end = end if work_end is None else work_end
+    wall = work_end - start
     records = [store.records[p.id] for p in problems if p.id in store.records]
     summary = summarize(config, records, total=len(problems), wall_time_s=wall,
                         computed=len(todo), batch_stats=batch_stats,
                         engine_stats=engine_stats)
     if todo:  # where this invocation's wall went (engines of other processes not seen)
-        summary["timeline"] = TIMELINE.split(start, end, mark)
+        summary["timeline"] = TIMELINE.split(start, work_end, mark)
+        summary["close_s"] = round(end - work_end, 3)  # closing the engines, outside the wall
     own = method_summary(config, records) if records else None
     if own is not None:
         summary[config.search.method] = own
