@@ -1,4 +1,5 @@
 import asyncio
+import threading
 
 import pytest
 
@@ -161,3 +162,46 @@ def test_equal_requests_from_two_callers_stay_two_callers() -> None:
 
     outs = asyncio.run(asyncio.wait_for(main(), timeout=10))
     assert [len(o[0]) for o in outs] == [1, 1]
+
+
+@pytest.mark.parametrize("streaming", [False, True])
+def test_cancelled_callers_rows_are_never_decoded(streaming: bool) -> None:
+    # A caller that is gone (an HTTP client of `serve tts` disconnected: its task cancelled)
+    # must not cost compute: its queued rows are dropped when a batch is cut or extended.
+    decoded: list[str] = []  # prefix of every row the scripted backend decodes
+    started, release = threading.Event(), threading.Event()
+
+    def fn(rows, params, stream=None):  # type: ignore[no-untyped-def]
+        decoded.extend(r.prefix for r, _ in rows)
+        if rows[0][0].prefix == "first":
+            started.set()
+            assert release.wait(10)
+        if stream is None:
+            return _echo(rows, params)
+        more = stream.take(8)  # the streaming path: rows joining a running call
+        decoded.extend(r.prefix for r, _ in more)
+        outs = _echo(rows + more, params)
+        for i in range(len(rows), len(outs)):
+            stream.deliver(i, outs[i])
+        return outs[: len(rows)]
+
+    batcher = RequestBatcher(fn, max_batch_seqs=8, streaming=streaming)
+
+    async def main() -> tuple[list[list[Completion]], list[list[Completion]], bool]:
+        first = asyncio.create_task(batcher.submit([_req("first")]))
+        await asyncio.to_thread(started.wait, 10)  # the backend is busy with "first"
+        gone = asyncio.create_task(batcher.submit([_req("gone", n=4)]))
+        kept = asyncio.create_task(batcher.submit([_req("kept", n=2)]))
+        await asyncio.sleep(0)  # both are queued behind the running call
+        gone.cancel()
+        await asyncio.sleep(0)
+        release.set()
+        a, b = await asyncio.wait_for(asyncio.gather(first, kept), timeout=10)
+        return a, b, gone.cancelled()
+
+    first_out, kept_out, cancelled = asyncio.run(main())
+    assert cancelled
+    assert "gone" not in decoded
+    assert sorted(decoded) == ["first", "kept", "kept"]
+    assert [c.text.split("|")[0] for c in kept_out[0]] == ["kept", "kept"]
+    assert len(first_out[0]) == 1

@@ -218,9 +218,17 @@ class RequestBatcher:
             p.future.set_exception(exc)
         self._drop(p)
 
+    def _prune(self) -> None:
+        """Forget queued requests whose caller is gone (its future done: cancelled, e.g. a
+        disconnected HTTP client of ``testtime serve tts``, or failed): their rows not yet
+        handed to a batch are never decoded."""
+        self._queue[:] = [p for p in self._queue if not p.future.done()]
+
     def _take_more(self, batch: list[tuple[_Pending, int]], key: tuple[Any, ...],
                    limit: int) -> list[Row]:
-        """Up to ``limit`` queued rows with sampling key ``key``, appended to ``batch``."""
+        """Up to ``limit`` queued rows with sampling key ``key``, appended to ``batch``
+        (rows of callers already gone are dropped, see :meth:`_prune`)."""
+        self._prune()
         taken: list[tuple[_Pending, int]] = []
         for p in list(self._queue):
             if batch_key(p.request.params) != key:
@@ -255,7 +263,9 @@ class RequestBatcher:
         return outs
 
     def _take_batch(self) -> tuple[list[tuple[_Pending, int]], SamplingParams]:
-        """Cut up to ``max_batch_seqs`` rows sharing the oldest request's sampling key."""
+        """Cut up to ``max_batch_seqs`` rows sharing the oldest live request's sampling key
+        (rows of callers already gone are dropped, see :meth:`_prune`)."""
+        self._prune()
         if not self._queue:
             return [], SamplingParams()
         head = self._queue[0].request.params

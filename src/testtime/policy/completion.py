@@ -31,7 +31,7 @@ def build_completion(
     generating a row for a few tokens after it stopped).
     """
     text = "".join(pieces)
-    cut = _first_stop_end(text, stop)
+    cut = first_stop_end(text, stop)
     if cut is not None:
         # Keep tokens up to and including the one whose text completes the stop string.
         n, pos = 0, 0
@@ -64,8 +64,9 @@ def build_completion(
     )
 
 
-def _first_stop_end(text: str, stop: Sequence[str]) -> int | None:
-    """End index of the earliest-ending stop string occurrence, or None."""
+def first_stop_end(text: str, stop: Sequence[str]) -> int | None:
+    """End index in ``text`` of the earliest-ending occurrence of any non-empty string of
+    ``stop``, or None when none occurs (the backends' host check for stop strings)."""
     best: int | None = None
     for s in stop:
         if not s:

@@ -8,6 +8,10 @@ with ``model.generate`` and logits processors. Both record, per generated token,
 log-probability of the sampled token, the self-certainty of the full next-token distribution
 and DeepConf's token confidence, without keeping the (batch x vocab x steps) logits in memory,
 and sample each row with its own seed (the same tokens on both paths).
+
+Loading and device placement live in :mod:`~testtime.policy.hf_load`, prompt rendering and
+per-token text in :mod:`~testtime.policy.hf_text` (re-exported here), the stop tables in
+:mod:`~testtime.policy.hf_stops`.
 """
 
 from __future__ import annotations
@@ -17,34 +21,23 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
+from testtime.policy import hf_load
 from testtime.policy.base import PromptTooLong
 from testtime.policy.batching import RequestBatcher, RowStream, row_limit
-from testtime.policy.completion import _first_stop_end, build_completion
-from testtime.policy.hf_decode import (
-    DecodeLoop,
-    DecodeSettings,
-    LoopRow,
-    RowResult,
-    device_table,
-    stop_token_ids,
-)
+from testtime.policy.completion import build_completion, first_stop_end
+from testtime.policy.hf_decode import DecodeLoop
 from testtime.policy.hf_logits import RowSampler, TokenStats, seed_keys
+from testtime.policy.hf_rows import SYNC_EVERY, DecodeSettings, LoopRow, RowResult
+from testtime.policy.hf_stops import stop_tables
+from testtime.policy.hf_text import TEMPLATE_DATE, render_prompt, token_pieces
 from testtime.policy.model_files import materialize, resolve
 from testtime.resources import AsyncResource
-from testtime.types import (
-    ChatMessage,
-    Completion,
-    GenerationRequest,
-    PrefixRendering,
-    SamplingParams,
-)
+from testtime.types import Completion, GenerationRequest, SamplingParams
+
+# Rendering lives in hf_text; these names stay importable from here (other backends, tests).
+__all__ = ["TEMPLATE_DATE", "HFPolicy", "HFPolicyConfig", "render_prompt", "token_pieces"]
 
 log = logging.getLogger(__name__)
-
-#: Tokens decoded together when recovering one token's text; enough context for byte-level
-#: BPE and SentencePiece merges to render the same as in the full decode.
-_DECODE_WINDOW = 6
-
 
 @dataclass(frozen=True)
 class HFPolicyConfig:
@@ -65,10 +58,12 @@ class HFPolicyConfig:
     """``loop``: the backend's own decode loop (continuous batching: finished rows are
     replaced by waiting ones; stop checks and statistics on the device). ``generate``:
     ``model.generate`` on fixed batches (the reference path; no online confidence stop)."""
-    sync_every: int = 8
+    sync_every: int = SYNC_EVERY
     """Decode steps between two host syncs of the loop (finished rows leave the batch, stop
     strings spread over tokens are found, waiting rows join): more steps, fewer syncs, but a
-    row may decode up to this many tokens past a multi-token stop string (they are dropped)."""
+    row may decode up to this many tokens past a multi-token stop string (they are dropped).
+    The default, 16, was 49 % faster than 8 in the H100 decode probe (see
+    :data:`~testtime.policy.hf_rows.SYNC_EVERY`)."""
     device_map: str | dict[str, Any] | None = None
     """Split the model over devices with an accelerate device map (``auto``, ``balanced``,
     ``sequential`` or ``{module: device}``), loaded layer by layer without a full copy in host
@@ -91,167 +86,33 @@ class HFPolicyConfig:
             raise ValueError(f"gpus must be GPU indices >= 0, got {self.gpus!r}")
 
 
-#: Llama 3.1+ chat templates print "Today Date: {date_string}" in the system turn and default it
-#: to the day the prompt is rendered; a fixed date (the template's own fallback) keeps prompts,
-#: and so results, reproducible. Templates without the variable ignore it.
-TEMPLATE_DATE = "26 Jul 2024"
-
-
-def render_prompt(tokenizer: Any, messages: Sequence[ChatMessage], prefix: str,
-                  rendering: PrefixRendering = "generation_prompt") -> str:
-    """The prompt text of a chat and a partial answer (see :data:`PrefixRendering`).
-
-    ``generation_prompt``: the template with an open assistant turn, then ``prefix`` verbatim.
-    ``assistant_message`` (the paper's code, ``text_generation.py``): the template renders
-    ``prefix`` as a final assistant message and its end-of-turn token (and the newline after
-    it) is cut off; whitespace the template trimmed from the end of ``prefix`` is put back (the
-    paper's code re-appends the blank line for Llama 3, whose template trims messages).
-    Templates that render no end-of-turn token fall back to ``generation_prompt``.
-    """
-    chat = [{"role": m.role, "content": m.content} for m in messages]
-    if not getattr(tokenizer, "chat_template", None):  # base models: a plain transcript
-        text = "".join(f"{m['role'].capitalize()}: {m['content']}\n\n" for m in chat)
-        return text + "Assistant: " + prefix
-    if rendering == "assistant_message":
-        eos = getattr(tokenizer, "eos_token", None)
-        text = str(tokenizer.apply_chat_template(
-            [*chat, {"role": "assistant", "content": prefix}], tokenize=False,
-            add_generation_prompt=False, date_string=TEMPLATE_DATE))
-        for end in ((eos + "\n", eos) if eos else ()):
-            if text.endswith(end):
-                text = text[: -len(end)]
-                tail = prefix[len(prefix.rstrip()):]
-                if tail and not text.endswith(tail):
-                    text = text.rstrip() + tail
-                return text
-    text = tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True,
-                                         date_string=TEMPLATE_DATE)
-    return str(text) + prefix
-
-
-def token_pieces(tokenizer: Any, ids: Sequence[int]) -> list[str]:
-    """Text contributed by each token; the pieces concatenate to ``decode(ids)``."""
-    if not ids:
-        return []
-    full = tokenizer.decode(ids)
-    windows = [list(ids[max(0, i - _DECODE_WINDOW) : i + 1]) for i in range(len(ids))]
-    with_tok = tokenizer.batch_decode(windows)
-    without = tokenizer.batch_decode([w[:-1] for w in windows])
-    pieces = [a.removeprefix(b) for a, b in zip(with_tok, without)]
-    if "".join(pieces) == full:
-        return pieces
-    # Rare: a multi-byte character split across tokens. Exact but quadratic fallback: each
-    # token gets the text its prefix decode adds, once that decode is complete.
-    prefixes = tokenizer.batch_decode([list(ids[: i + 1]) for i in range(len(ids))])
-    out, done = [], 0
-    for text in prefixes:
-        if text.endswith("\ufffd") or not text.startswith(full[:done]):
-            out.append("")
-            continue
-        out.append(text[done:])
-        done = len(text)
-    out[-1] += full[sum(map(len, out)) :]
-    return out
-
-
 class HFPolicy(AsyncResource):
     """Policy backed by a transformers causal LM; batches concurrent requests."""
 
     def __init__(self, config: HFPolicyConfig) -> None:
-        import torch
-        from transformers import AutoTokenizer
-
         self.config = config
         self.name = f"hf:{config.model}"
         source = materialize(resolve(config.model))
-        device = config.device
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        if config.gpus is not None and len(config.gpus) == 1 and config.device_map is None:
-            device = f"cuda:{config.gpus[0]}"
-        dtype = {"auto": torch.bfloat16 if device.startswith("cuda") else torch.float32,
-                 "float32": torch.float32, "bfloat16": torch.bfloat16,
-                 "float16": torch.float16}[config.dtype]
-        self.tokenizer = AutoTokenizer.from_pretrained(
-            source.path, trust_remote_code=config.trust_remote_code
-        )
-        self.tokenizer.padding_side = "left"
-        if self.tokenizer.pad_token is None:
-            self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.model, self.device = self._load(source.path, dtype, device)
-        self.model.eval()
-        self.eos_ids = self._eos_ids()
+        device = hf_load.pick_device(config.device, config.gpus, config.device_map)
+        dtype = hf_load.pick_dtype(config.dtype, device)
+        self.tokenizer = hf_load.load_tokenizer(source.path, config.trust_remote_code)
+        self.model, self.device = hf_load.load_model(
+            source.path, dtype, device, device_map=config.device_map,
+            max_memory=config.max_memory, gpus=config.gpus,
+            trust_remote_code=config.trust_remote_code)
+        self.eos_ids = hf_load.eos_ids(self.model, self.tokenizer)
         self.num_parameters = sum(p.numel() for p in self.model.parameters())
         self._loop = DecodeLoop(self.model, int(self.tokenizer.pad_token_id),
                                 int(self.model.config.vocab_size), self.device,
-                                self._model_processors())
+                                hf_load.model_processors(self.model, self.tokenizer,
+                                                         self.eos_ids, self.device))
         streaming = config.decode == "loop"
         self._batcher = RequestBatcher(self._generate_rows, config.max_batch_seqs,
                                        streaming=streaming)
 
-    def _load(self, path: str, dtype: Any, device: str) -> tuple[Any, str]:
-        """The model and the device its inputs go to. A device map (or several ``gpus``)
-        loads through :func:`testtime.placement.loading.load_causal_lm`: layer by layer onto
-        their devices, never a full copy in host RAM."""
-        cfg = self.config
-        split = cfg.device_map is not None or (cfg.gpus is not None and len(cfg.gpus) > 1)
-        if not split:
-            if cfg.max_memory:
-                raise ValueError("hf policy: max_memory needs a device_map or several gpus")
-            from transformers import AutoModelForCausalLM
-
-            model: Any = AutoModelForCausalLM.from_pretrained(
-                path, dtype=dtype, trust_remote_code=cfg.trust_remote_code)
-            return model.to(device), device
-        from testtime.placement.loading import input_device, load_causal_lm
-
-        max_memory: Any = cfg.max_memory
-        if max_memory is None and cfg.gpus is not None:
-            import torch
-
-            # Only the chosen GPUs get layers: accelerate places nothing on unlisted devices.
-            max_memory = {f"cuda:{g}": torch.cuda.mem_get_info(g)[1] / 2**30 * 0.9
-                          for g in cfg.gpus}
-        model = load_causal_lm(path, dtype=dtype, device=device,
-                               device_map=cfg.device_map or "auto", max_memory=max_memory,
-                               trust_remote_code=cfg.trust_remote_code)
-        return model, str(input_device(model))
-
-    def _model_processors(self) -> Any:
-        """The logits processors ``generate`` would build from the model's own generation
-        config (``sequence_bias``, ``repetition_penalty``, ...) with sampling switched off (the
-        loop samples itself), or None when there are none."""
-        import copy
-
-        gen = copy.deepcopy(self.model.generation_config)
-        gen.do_sample = False
-        gen.temperature = gen.top_p = gen.top_k = None
-        gen.eos_token_id = self.eos_ids
-        gen.pad_token_id = self.tokenizer.pad_token_id
-        procs = self.model._get_logits_processor(
-            generation_config=gen, input_ids_seq_length=0, encoder_input_ids=None,
-            prefix_allowed_tokens_fn=None, logits_processor=None, device=self.device,
-            model_kwargs={})
-        return procs if len(procs) else None
-
     @property
     def batch_stats(self) -> Any:
         return self._batcher.stats
-
-    def _eos_ids(self) -> list[int]:
-        ids = set()
-        gen_eos = getattr(self.model.generation_config, "eos_token_id", None)
-        for e in gen_eos if isinstance(gen_eos, list) else [gen_eos]:
-            if e is not None:
-                ids.add(int(e))
-        if self.tokenizer.eos_token_id is not None:
-            ids.add(int(self.tokenizer.eos_token_id))
-        # Chat models end a turn with their own token; generation must stop there too.
-        for tok in ("<|im_end|>", "<|eot_id|>", "<|end_of_text|>", "<|endoftext|>"):
-            tid = self.tokenizer.convert_tokens_to_ids(tok)
-            if isinstance(tid, int) and tid != self.tokenizer.unk_token_id and tid >= 0:
-                ids.add(tid)
-        return sorted(ids)
 
     def render(self, request: GenerationRequest) -> str:
         return render_prompt(self.tokenizer, request.messages, request.prefix,
@@ -325,11 +186,12 @@ class HFPolicy(AsyncResource):
                 return loop_rows(stream.take(n), first=False)
 
         first = loop_rows(rows, first=True)
-        stop_now, stop_maybe = self._stop_tables(params.stop)
+        stop_now, stop_maybe = stop_tables(self.tokenizer, tuple(self.eos_ids), params.stop,
+                                           int(self.model.config.vocab_size), self.device)
         settings = DecodeSettings(
             temperature=params.temperature, top_p=params.top_p, stop_now=stop_now,
             stop_maybe=stop_maybe, confidence_stop=params.confidence_stop,
-            stopped=lambda ids: _first_stop_end(str(self.tokenizer.decode(ids)), params.stop)
+            stopped=lambda ids: first_stop_end(str(self.tokenizer.decode(ids)), params.stop)
             is not None, sync_every=self.config.sync_every, slots=self.config.max_batch_seqs)
         with torch.inference_mode():
             self._loop.run(first, settings, done, more)
@@ -348,14 +210,6 @@ class HFPolicy(AsyncResource):
         if result.confidence_stopped and c.finish_reason == "length":
             c = replace(c, finish_reason="confidence")
         return c
-
-    def _stop_tables(self, stop: tuple[str, ...]) -> tuple[Any, Any]:
-        """Device bool tables over the vocabulary: tokens that end a row at once (EOS, a stop
-        string inside the token's text) and tokens that may complete a stop string spread over
-        several tokens (text starting with a proper suffix of one)."""
-        size = int(self.model.config.vocab_size)
-        now, maybe = stop_token_ids(self.tokenizer, tuple(self.eos_ids), stop, size)
-        return device_table(now, size, self.device), device_table(maybe, size, self.device)
 
     def _generate_fixed(
         self, rows: list[tuple[GenerationRequest, int | None]], params: SamplingParams

@@ -22,6 +22,10 @@ once every ``sync_every`` tokens:
 
 A row's draws depend only on its seed and its own step count, so it samples the same alone,
 in any batch, and whenever it joins.
+
+The row and settings types live in :mod:`~testtime.policy.hf_rows` (re-exported here), the
+refill's prefill and cache joining in :mod:`~testtime.policy.hf_cache`, the stop tables in
+:mod:`~testtime.policy.hf_stops`.
 """
 
 from __future__ import annotations
@@ -30,61 +34,16 @@ import inspect
 import math
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any
 
+from testtime.policy.hf_cache import cache_kv, joined_cache, left_pad, prefill
 from testtime.policy.hf_logits import sample_rows, token_statistics
-from testtime.types import ConfidenceStop
+from testtime.policy.hf_rows import DecodeSettings, LoopRow, RowResult
 
-#: Most prompt tokens (rows x longest prompt) prefilled in one forward.
-PREFILL_TOKENS = 32_768
+__all__ = ["REFILL_SHARE", "DecodeLoop", "DecodeSettings", "LoopRow", "RowResult"]
+
 #: Refill once at least this share of the batch is free (each refill copies the caches once).
 REFILL_SHARE = 0.125
-
-
-@dataclass(frozen=True)
-class LoopRow:
-    """One sequence to sample."""
-
-    prompt: Sequence[int]
-    """Prompt token ids (at least one)."""
-    key: int
-    """The row's sampler key (see :func:`~testtime.policy.hf_logits.seed_keys`)."""
-    limit: int
-    """Most new tokens."""
-
-
-@dataclass(frozen=True)
-class RowResult:
-    """What a row made: its tokens (an end-of-sequence token included) and their statistics."""
-
-    tokens: list[int]
-    logprobs: list[float]
-    certainties: list[float]
-    confidences: list[float]
-    confidence_stopped: bool
-    """The row ended on a low sliding-window confidence (online DeepConf)."""
-
-
-@dataclass(frozen=True)
-class DecodeSettings:
-    """The sampling settings shared by every row of one loop."""
-
-    temperature: float
-    top_p: float
-    stop_now: Any
-    """Bool tensor over the vocabulary: sampling this token ends the row (end-of-sequence
-    tokens, tokens whose text holds a stop string)."""
-    stop_maybe: Any
-    """Bool tensor over the vocabulary: a token that may complete a stop string spread over
-    several tokens (its text starts with a proper suffix of one); the host checks the row."""
-    stopped: Callable[[list[int]], bool]
-    """Host check: do these tokens' text hold a stop string?"""
-    confidence_stop: ConfidenceStop | None = None
-    sync_every: int = 8
-    slots: int = 32
-    """Most rows decoded at once."""
 
 
 class DecodeLoop:
@@ -265,23 +224,20 @@ class _Run:
         if keep:
             ki = torch.tensor(keep, device=self.dev)
             lo = max(self.width - width, 0)
-            kv = [[_left_pad(k[ki][:, :, lo:], width, 2), _left_pad(v[ki][:, :, lo:], width, 2)]
-                  for k, v in _cache_kv(self.cache)]
-            masks.append(_left_pad(self.mask[ki][:, lo:], width, 1))
+            kv = [[left_pad(k[ki][:, :, lo:], width, 2), left_pad(v[ki][:, :, lo:], width, 2)]
+                  for k, v in cache_kv(self.cache)]
+            masks.append(left_pad(self.mask[ki][:, lo:], width, 1))
             if self.loop.processors is not None:
-                idsl.append(_left_pad(self.ids[ki][:, lo:], width, 1, self.loop.pad_id))
-        for cache, mask, ids in self._prefill(new):
-            for layer, (k, v) in enumerate(_cache_kv(cache)):
+                idsl.append(left_pad(self.ids[ki][:, lo:], width, 1, self.loop.pad_id))
+        for cache, mask, ids in prefill(self.loop.model, new, self.loop.pad_id, self.dev,
+                                         self.loop._cache_arg, self.loop._keep_arg):
+            for layer, (k, v) in enumerate(cache_kv(cache)):
                 if len(kv) <= layer:
                     kv.append([])
-                kv[layer].extend((_left_pad(k, width, 2), _left_pad(v, width, 2)))
-            masks.append(_left_pad(mask, width, 1))
-            idsl.append(_left_pad(ids, width, 1, self.loop.pad_id))
-        from transformers import DynamicCache
-
-        self.cache = DynamicCache()
-        for layer, pieces in enumerate(kv):
-            self.cache.update(torch.cat(pieces[0::2]), torch.cat(pieces[1::2]), layer)
+                kv[layer].extend((left_pad(k, width, 2), left_pad(v, width, 2)))
+            masks.append(left_pad(mask, width, 1))
+            idsl.append(left_pad(ids, width, 1, self.loop.pad_id))
+        self.cache = joined_cache(kv)
         self.width = width
         self.mask = torch.cat(masks)
         if self.loop.processors is not None:
@@ -290,40 +246,6 @@ class _Run:
         self.index = [self.index[i] for i in keep] + [i for i, _ in take]
         self.ctx = [self.ctx[i] for i in keep] + new_ctx
         self.live = [True] * len(self.index)
-
-    def _prefill(self, rows: list[LoopRow]) -> list[tuple[Any, Any, Any]]:
-        """(cache, mask, ids) of every prompt but its last token, in order, in forwards of
-        at most ``PREFILL_TOKENS`` padded tokens (rows come sorted by length). A one-token
-        prompt gets only masked columns."""
-        torch, loop = self.torch, self.loop
-        from transformers import DynamicCache
-
-        groups: list[list[LoopRow]] = [[]]
-        for r in rows:
-            if groups[-1] and (len(groups[-1]) + 1) * (len(r.prompt) - 1) > PREFILL_TOKENS:
-                groups.append([])
-            groups[-1].append(r)
-        parts = []
-        for group in groups:
-            if not group:
-                continue
-            width = max(len(r.prompt) - 1 for r in group)
-            ids = torch.full((len(group), width), loop.pad_id, dtype=torch.long)
-            mask = torch.zeros((len(group), width), dtype=torch.long)
-            for j, r in enumerate(group):
-                if len(r.prompt) > 1:
-                    ids[j, width - len(r.prompt) + 1:] = torch.tensor(list(r.prompt[:-1]))
-                    mask[j, width - len(r.prompt) + 1:] = 1
-            ids, mask = ids.to(self.dev), mask.to(self.dev)
-            cache = DynamicCache()
-            if width:
-                pos = (mask.cumsum(1) - 1).clamp(min=0)
-                extra = {"logits_to_keep": 1} if loop._keep_arg else {}
-                out = loop.model(input_ids=ids, attention_mask=mask, position_ids=pos,
-                                 use_cache=True, **{loop._cache_arg: cache}, **extra)
-                cache = out.past_key_values
-            parts.append((cache, mask, ids))
-        return parts
 
     def _rows_state(self, keep: list[int], new: list[LoopRow]) -> None:
         """Per-row device tensors of the rebuilt batch (kept rows first, then ``new``)."""
@@ -357,57 +279,3 @@ class _Run:
         self.hist_f = grow("hist_f", (3,), torch.float32)
         self.rows = torch.arange(len(keep) + len(new), device=dev)
         self.ones = torch.ones((len(keep) + len(new), 1), dtype=torch.long, device=dev)
-
-
-def _cache_kv(cache: Any) -> list[tuple[Any, Any]]:
-    """Keys and values ``[batch, heads, tokens, head_dim]`` of every layer of a transformers
-    cache (``cache.layers`` in transformers 5, ``key_cache``/``value_cache`` in 4)."""
-    if hasattr(cache, "layers"):
-        return [(layer.keys, layer.values) for layer in cache.layers]
-    return list(zip(cache.key_cache, cache.value_cache, strict=True))
-
-
-def _left_pad(x: Any, width: int, dim: int, value: int = 0) -> Any:
-    """``x`` padded on the left of ``dim`` to ``width`` (no copy when it is that wide)."""
-    import torch
-
-    missing = width - x.shape[dim]
-    if missing <= 0:
-        return x
-    shape = list(x.shape)
-    shape[dim] = missing
-    return torch.cat((torch.full(shape, value, dtype=x.dtype, device=x.device), x), dim)
-
-
-@lru_cache(maxsize=8)
-def stop_token_ids(tokenizer: Any, eos: tuple[int, ...], stop: tuple[str, ...],
-                    vocab: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
-    """(ids that end a row at once, ids that may complete a multi-token stop string).
-
-    A token's text is taken decoded on its own; where that differs in context (a
-    SentencePiece word-start space), the context only adds a leading space, so a stop string
-    inside the lone text is inside the contextual text too. Cached per tokenizer and stop set
-    (decoding a 150k vocabulary takes a second). A stop string that spans tokens ends in a
-    token whose text starts with a proper suffix of it: only such tokens send a row to the
-    host check."""
-    now, maybe = set(eos), set()
-    if stop:
-        n = min(vocab, len(tokenizer))
-        texts = tokenizer.batch_decode([[i] for i in range(n)])
-        suffixes = {s[k:] for s in stop if s for k in range(1, len(s))}
-        for i, text in enumerate(texts):
-            if any(s and s in text for s in stop):
-                now.add(i)
-            elif any(text.startswith(x) for x in suffixes):
-                maybe.add(i)
-    return tuple(sorted(now)), tuple(sorted(maybe))
-
-
-@lru_cache(maxsize=16)
-def device_table(ids: tuple[int, ...], size: int, device: str) -> Any:
-    """A bool tensor of ``size`` on ``device``, true at ``ids``."""
-    import torch
-
-    table = torch.zeros(size, dtype=torch.bool)
-    table[list(ids)] = True
-    return table.to(device)
