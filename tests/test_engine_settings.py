@@ -56,20 +56,20 @@ def test_bad_engine_args_are_user_errors(args: EngineArgs, expected: str) -> Non
     (["--policy", "vllm:default", "--device", "cuda:1"],
      "--device cuda:1: the vllm policy backend has no such setting (it applies to: hf)"),
     (["--policy", "hf:default", "--tensor-parallel-size", "2"],
-     "--tensor-parallel-size 2: the hf policy backend has no such setting (it applies to: "
-     "vllm)"),
+     ("--tensor-parallel-size 2: the hf policy backend has no such setting (it applies to: "
+      "vllm)")),
     (["--policy", "vllm:default", "--gpus", "1"],
      "--gpus 1: an in-process vLLM engine runs on GPUs 0..0"),
     (["--policy", "vllm:default", "--prm", "self-certainty"],
-     "--prm self-certainty: self-certainty needs the policy's full next-token distribution, "
-     "which vllm does not report; use --prm confidence"),
+     ("--prm self-certainty: self-certainty needs the policy's full next-token distribution, "
+      "which vllm does not report; use --prm confidence")),
     (["--policy", "openai:m@http://127.0.0.1:9/v1", "--prm", "self-certainty"],
      "which openai does not report"),
     (["--prm", "confidence", "--prm-device", "cuda:0"],
      "--prm-device cuda:0: the scorer confidence has no such setting (it loads no model)"),
     (["--prm", "http://127.0.0.1:9", "--prm-arg", "kv_cache_gb=2"],
-     "--prm-kv-cache-gb 2: the scorer http://127.0.0.1:9 has no such setting; it takes: "
-     "api_key"),
+     ("--prm-kv-cache-gb 2: the scorer http://127.0.0.1:9 has no such setting; it takes: "
+      "api_key")),
     (["--engine-arg", "n_gpu_layers=3"],
      "--engine-arg n_gpu_layers=3: not a setting of the"),
 ])
@@ -131,7 +131,7 @@ def test_ray_actors_plan_for_their_gpus_and_split_vllm_share(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """An actor plans for the GPUs Ray gives it; half a GPU per actor halves vLLM's share of
     the whole GPU, so two actors' engines fit side by side. Options the user gave win."""
-    import testtime.placement as placement
+    from testtime import placement
     from testtime.distributed import worker
     from testtime.placement.plan import GpuInfo
 
@@ -147,5 +147,5 @@ def test_ray_actors_plan_for_their_gpus_and_split_vllm_share(
     assert half.prm_options and whole.prm_options
     mine = cfg.model_copy(update={"policy_options": {"gpu_memory_utilization": 0.3}})
     assert worker.plan_for_actor(mine, 0.5).policy_options["gpu_memory_utilization"] == 0.3
-    monkeypatch.setattr(placement, "detect_gpus", lambda: [])
+    monkeypatch.setattr(placement, "detect_gpus", list)
     assert worker.plan_for_actor(cfg, 0.5) == cfg

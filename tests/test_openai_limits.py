@@ -271,7 +271,7 @@ def test_cli_names_the_tokenizer_option_in_one_line(tmp_path: Path) -> None:
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
     class Models(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802  (http.server's name)
+        def do_GET(self) -> None:
             body = json.dumps({"object": "list", "data": [
                 {"id": "smol", "object": "model", "owned_by": "vllm",
                  "max_model_len": 1024}]}).encode()

@@ -170,7 +170,7 @@ class OpenAIPolicy(AsyncResource):
             except (OSError, ValueError) as exc:  # missing files, unknown Hub id, offline Hub
                 first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
                 reasons.append(f"{source!r}: {type(exc).__name__}: {first[:200]}")
-            except Exception as exc:  # noqa: BLE001  the Hub client's HTTP errors
+            except Exception as exc:
                 if not type(exc).__module__.startswith(("huggingface_hub", "httpx", "requests")):
                     raise
                 reasons.append(f"{source!r}: {type(exc).__name__}")

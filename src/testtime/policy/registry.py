@@ -201,9 +201,9 @@ def _vllm_config(model: str, options: dict[str, Any]) -> Any:
         valid = _vllm_engine_fields()
         unknown = sorted(set(extra) - valid) if valid is not None else []
         if unknown:
-            raise UserError(f"not an AsyncEngineArgs field of the installed vLLM (e.g. "
-                            f"enforce_eager, block_size, max_num_batched_tokens, "
-                            f"swap_space)", "--engine-arg", unknown[0])
+            raise UserError("not an AsyncEngineArgs field of the installed vLLM (e.g. "
+                            "enforce_eager, block_size, max_num_batched_tokens, "
+                            "swap_space)", "--engine-arg", unknown[0])
         opts["engine_kwargs"] = {**opts.get("engine_kwargs", {}), **extra}
     return config_from_options(VLLMPolicyConfig, "vllm", base, opts)
 
