@@ -146,3 +146,30 @@ def test_strategy_curves_envelope_and_cv_curve() -> None:
     cv = cv_curve(pts, "cv", n_boot=200)
     assert [p.accuracy for p in cv.points] == [0.25, 1.0]
     assert cv.points[1].ci_low == cv.points[1].ci_high == 1.0
+
+
+def test_ties_within_a_standard_error_go_to_less_compute_then_majority() -> None:
+    from testtime.analysis.optimal import MIN_BIN_PROBLEMS, pick
+
+    ids = [f"p{i}" for i in range(6)]
+    dc = Strategy("best_of_n", "deepconf_lowest_10_wvote")
+    # every strategy wrong everywhere (a 6-problem sweep): the majority vote, not a DeepConf
+    # rule that happens to sort first
+    res = results({dc: {4: dict.fromkeys(ids, 0.0)}, B: {4: dict.fromkeys(ids, 0.0)},
+                   A: {4: dict.fromkeys(ids, 0.0)}})
+    [row], _ = cross_validate(res, KEY, all_binning(ids))
+    assert row.strategy == B and set(row.fold_choices) == {B.label}
+    assert row.few_problems and len(ids) < MIN_BIN_PROBLEMS
+    # 4/6 vs 3/6: within one standard error (sqrt(2/3 * 1/3 / 6) = 0.19) of the best, so the
+    # cheaper Best-of-N majority wins over the pricier beam search
+    res = results({A: {4: {p: float(i < 4) for i, p in enumerate(ids)}},
+                   B: {4: {p: float(i < 3) for i, p in enumerate(ids)}}})
+    assert pick({s: v[4] for s, v in res.outcomes[KEY].items()}, ids) == B
+    # 6/6 vs 5/6: the best is exact (standard error 0), so the better one wins
+    res = results({A: {4: dict.fromkeys(ids, 1.0)},
+                   B: {4: {p: float(i < 5) for i, p in enumerate(ids)}}})
+    assert pick({s: v[4] for s, v in res.outcomes[KEY].items()}, ids) == A
+    many = [f"q{i}" for i in range(MIN_BIN_PROBLEMS)]
+    [row], _ = cross_validate(results({B: {4: dict.fromkeys(many, 1.0)}}), KEY,
+                              all_binning(many))
+    assert not row.few_problems

@@ -134,3 +134,33 @@ def test_sampling_helpers() -> None:
     seen = [sample_token(logits, SamplingParams(temperature=1, top_p=0.85), rng)
             for _ in range(400)]
     assert set(seen) == {1, 2} and 0.55 < seen.count(1) / 400 < 0.8
+
+
+def test_confidence_stop_ends_a_row_with_what_it_generated(policy: LlamaCppPolicy) -> None:
+    from testtime.types import ConfidenceStop
+
+    free = req("What is 7 + 5?", temperature=0.7, max_tokens=40, seed=5, n=2)
+    [full] = asyncio.run(policy.generate([free]))
+    window = 4
+    confs = full[0].token_confidences
+    assert len(confs) >= 12
+    means = [sum(confs[t + 1 - window:t + 1]) / window for t in range(window - 1, len(confs))]
+    # just above the 4th full window's mean: the row stops at the first window below it
+    s = means[3] + 1e-3
+    stop = ConfidenceStop(s, window)
+    stopped = req("What is 7 + 5?", temperature=0.7, max_tokens=40, seed=5, n=2,
+                  confidence_stop=stop)
+    rows, _ = asyncio.run(policy.generate([stopped, free]))
+    first = next(i for i, m in enumerate(means) if m < s) + window - 1
+    assert first <= window - 1 + 3
+    c = rows[0]
+    assert c.finish_reason == "confidence" and c.completion_tokens == first + 1
+    # the tokens it made, and no more: a prefix of the same seeded row run without the stop
+    assert c.token_texts == full[0].token_texts[:first + 1]
+    assert c.token_confidences == pytest.approx(confs[:first + 1], abs=1e-4)
+    assert c.text == "".join(full[0].token_texts[:first + 1])
+    # a stop that is never reached changes nothing
+    never = req("What is 7 + 5?", temperature=0.7, max_tokens=40, seed=5, n=2,
+                confidence_stop=ConfidenceStop(-1.0, window))
+    [again] = asyncio.run(policy.generate([never]))
+    assert [x.text for x in again] == [x.text for x in full]

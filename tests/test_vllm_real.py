@@ -96,6 +96,29 @@ def test_runs_write_complete_records_and_the_prefix_cache_hit_rate(
     assert inproc["engine_stats"]["prefix_cache_hit_rate"] > 0.3  # shared prompts and beams
 
 
+def test_confidence_stop_aborts_a_row_with_what_it_generated(inproc: dict[str, Any]) -> None:
+    got = inproc["confidence_stop"]
+    threshold, window = got["threshold"], got["window"]
+    for free_confs, free, row in zip(got["free"], inproc["seeded_alone"], got["stopped"],
+                                     strict=True):
+        # the first token whose last-window mean is below the threshold, on the free row
+        cut = next((t for t in range(window - 1, len(free_confs))
+                    if sum(free_confs[t + 1 - window:t + 1]) / window < threshold), None)
+        if cut is None or cut + 1 >= len(free["token_texts"]):
+            assert row["text"] == free["text"]  # never below before it ended: unchanged
+            continue
+        assert row["finish_reason"] == "confidence"
+        assert row["completion_tokens"] == cut + 1
+        assert row["token_texts"] == free["token_texts"][:cut + 1]
+    assert got["stopped"][0]["finish_reason"] == "confidence"  # row 0 is cut by design
+
+
+def test_runs_count_vllm_generation_as_policy_time(inproc: dict[str, Any]) -> None:
+    for method in inproc_script.RUNS:
+        timeline = json.loads((inproc["out"] / method / "summary.json").read_text())["timeline"]
+        assert timeline["policy_s"] > 0
+
+
 @pytest.fixture(scope="module")
 def vllm_server(inproc: dict[str, Any]) -> Iterator[VLLMServer]:
     server = VLLMServer(vllm_python(), inproc["model"], ["--block-size", "32"],
@@ -140,3 +163,13 @@ def test_openai_against_vllm_serve_samples_what_vllm_samples(
     hits = [line for line in metrics.splitlines()
             if line.startswith("vllm:prefix_cache_hits_total")]
     assert hits and float(hits[0].split()[-1]) > 0
+
+
+def test_first_below_finds_the_first_low_window_after_the_new_tokens() -> None:
+    from testtime.policy.vllm_rows import first_below
+
+    confs = [9.0, 1.0, 1.0, 9.0, 0.0, 0.0]
+    assert first_below(confs, 0, 4.7, 2) == 2        # (1 + 1) / 2: the 3rd token
+    assert first_below(confs, 3, 4.7, 2) == 4        # only tokens of the latest delta
+    assert first_below(confs, 0, 4.7, 7) is None     # the window never fills
+    assert first_below(confs, 0, 0.5, 2) == 5

@@ -16,10 +16,11 @@ import json
 import sys
 import time
 from pathlib import Path
+from dataclasses import replace
 from typing import Any
 
 from testtime.prompts import prompt_for_model
-from testtime.types import Completion, GenerationRequest, SamplingParams
+from testtime.types import Completion, ConfidenceStop, GenerationRequest, SamplingParams
 
 PROMPT = prompt_for_model("smollm2")
 QUESTIONS = ("What is 12 + 35?", "What is 7 times 8?", "Solve for x: 2x + 6 = 10.")
@@ -77,6 +78,17 @@ async def main(out: Path) -> None:
         result["seeded_alone"] = [dump(c) for c in alone]
         result["seeded_in_batch"] = [dump(c) for c in batch[4]]
         result["requests_s"] = time.perf_counter() - t
+        # online DeepConf: the same seeded rows, stopped at a window of 4 below a threshold
+        # just above the free row 0's 4th full window (tests/test_vllm_real.py checks the cut)
+        free = [c.token_confidences for c in alone]
+        means = [sum(free[0][t - 3:t + 1]) / 4 for t in range(3, len(free[0]))]
+        stop = ConfidenceStop(means[3] + 1e-3, 4)
+        seeded = seeded_request()
+        [stopped] = await policy.generate([replace(seeded, params=replace(
+            seeded.params, confidence_stop=stop))])
+        result["confidence_stop"] = {"threshold": stop.threshold, "window": stop.window,
+                                     "free": [list(f) for f in free],
+                                     "stopped": [dump(c) for c in stopped]}
         for method, search in RUNS.items():
             cfg = RunConfig(dataset=DatasetConfig(name="demo", limit=RUN_LIMIT),
                             policy="vllm:default", prm="confidence",

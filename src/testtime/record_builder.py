@@ -19,7 +19,7 @@ from testtime.records import (
 )
 from testtime.retry import RetryError, describe
 from testtime.search.base import SearchResult
-from testtime.selection import Scored, prefix_counts, select_all
+from testtime.selection import RULES, Scored, prefix_counts, select_all
 from testtime.types import Problem
 
 #: Code points UTF-8 cannot encode: lone surrogates (a server's JSON may hold "\\ud800").
@@ -35,30 +35,34 @@ async def build_record(
                                                      config.search.answer_grouping)
     confidences = [trace_confidence([x for s in c.steps for x in s.token_confidences])
                    for c in result.candidates]
-    scored = [Scored(g, tuple(c.scores), ok, conf)
+    scored = [Scored(g, tuple(c.scores), ok, conf, c.voted)
               for c, g, ok, conf in zip(result.candidates, groups, correct, confidences,
                                         strict=True)]
     n = result.budget or len(result.candidates)
     choices = select_all(scored, prefix_counts(
         n, [c.origin for c in result.candidates], result.independent_prefixes,
-        result.unit_budget))
+        result.unit_budget), (*RULES, *(r for r in dict.fromkeys(
+            result.extra_predictions.values()) if r not in RULES)))
     predictions = {
         str(b): {
             rule: PredictionRecord(
                 answer=None if ch.index is None else answers[ch.index],
                 correct=ch.correct, index=ch.index,
             )
-            for rule, ch in rules.items()
+            for rule, ch in rules.items() if rule in RULES
         }
         for b, rules in choices.items()
     }
-    for preds in predictions.values():
+    for b, preds in predictions.items():
         for name, rule in result.extra_predictions.items():
-            preds[name] = preds[rule].model_copy()
+            ch = choices[int(b)][rule]
+            preds[name] = PredictionRecord(answer=None if ch.index is None else answers[ch.index],
+                                           correct=ch.correct, index=ch.index)
     candidates = [
         CandidateRecord(
             index=i, text=c.text, answer=answers[i], correct=correct[i], group=groups[i],
             finish_reason=c.finish_reason, origin=c.origin, confidence=confidences[i],
+            voted=c.voted,
             completion_tokens=sum(s.num_tokens for s in c.steps),
             steps=[StepRecord(text=s.text, tokens=s.num_tokens, score=sc,
                               truncated=s.truncated, logprob_sum=s.logprob_sum,

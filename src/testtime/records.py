@@ -35,6 +35,9 @@ class CandidateRecord(BaseModel):
     confidence: dict[str, float] | None = None
     """DeepConf trace metrics of the path's token confidences (``lowest``, ``bottom10``,
     ``tail``, ``mean``; :mod:`testtime.confidence`); None when the backend reported none."""
+    voted: bool = True
+    """The selection rules saw this path (False: online DeepConf set it aside: stopped for
+    low confidence or below its threshold; kept for the record only)."""
 
 
 class PredictionRecord(BaseModel):

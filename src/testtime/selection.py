@@ -74,6 +74,9 @@ class Scored:
     correct: bool
     confidence: Mapping[str, float] | None = None
     """DeepConf trace metrics of the path (None: the backend reported no token confidences)."""
+    voted: bool = True
+    """False: the method set the path aside (online DeepConf stopped it or filtered it out);
+    no rule, ``oracle`` included, sees it."""
 
 
 @dataclass(frozen=True)
@@ -85,7 +88,11 @@ class Choice:
 
 
 def select(rule: str, cands: Sequence[Scored]) -> Choice:
-    """Apply one rule to candidates (in stored order)."""
+    """Apply one rule to candidates (in stored order); paths not ``voted`` take no part."""
+    if not all(c.voted for c in cands):
+        keep = [i for i, c in enumerate(cands) if c.voted]
+        choice = select(rule, [cands[i] for i in keep])
+        return Choice(None if choice.index is None else keep[choice.index], choice.correct)
     if rule == ORACLE:
         return Choice(next((i for i, c in enumerate(cands) if c.correct), None),
                       any(c.correct for c in cands))

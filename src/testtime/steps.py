@@ -42,15 +42,19 @@ def completion_steps(
     *,
     count_tokens: Callable[[str], int] | None = None,
     delimiter: str = STEP_DELIMITER,
+    splitter: Callable[[str], list[str]] | None = None,
 ) -> list[Step]:
     """Steps of a completion with per-step token counts, log-prob and certainty sums.
+
+    ``splitter`` (text -> pieces that concatenate to it; :mod:`testtime.step_splitters`)
+    replaces the split at ``delimiter``.
 
     Token counts of the steps add up to ``completion.completion_tokens`` exactly (tokens cut
     after a stop string and a final EOS token are charged to the last step), so a search
     tree's totals equal the policy's reported cost. The last step is marked truncated when
     the completion hit its token limit.
     """
-    texts = split_text(completion.text, delimiter)
+    texts = splitter(completion.text) if splitter else split_text(completion.text, delimiter)
     if not texts:
         texts = [completion.text] if completion.completion_tokens else []
     if not texts:

@@ -8,6 +8,7 @@ which makes every token count in a test computable by hand.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Mapping, Sequence
 
@@ -18,6 +19,7 @@ from testtime.scoring.base import ScorerBase, ScoreResult
 from testtime.types import (
     ChatMessage,
     Completion,
+    ConfidenceStop,
     GenerationRequest,
     SamplingParams,
     ScoreRequest,
@@ -73,13 +75,18 @@ class ScriptedPolicy(AsyncResource):
 
     def __init__(self, script: Script, name: str = "scripted", max_batch_seqs: int = 64,
                  logprob: float = -0.5, certainty: float = 0.5,
-                 confidence: Callable[[str], float] | None = None) -> None:
+                 confidence: Callable[[str], float] | None = None,
+                 token_confidences: Callable[[str], Sequence[float]] | None = None) -> None:
         self.script = script
         self.name = name
         self.logprob = logprob
         self.certainty = certainty
         self.confidence = confidence
         """``sample text -> DeepConf token confidence`` of its every token (None: none)."""
+        self.token_confidences = token_confidences
+        """``sample text -> DeepConf confidence of each of its tokens`` (wins over
+        ``confidence``); with it the policy honours ``SamplingParams.confidence_stop``
+        exactly as a backend does (:func:`confidence_cut`)."""
         self.calls: list[GenerationRequest] = []
         self.generate_calls: list[list[GenerationRequest]] = []
         """The requests of each ``generate`` call, call by call."""
@@ -122,11 +129,41 @@ class ScriptedPolicy(AsyncResource):
                     ended_with_eos=eos,
                     logprobs=[self.logprob] * len(pieces),
                     certainties=[self.certainty] * len(pieces),
-                    confidences=[] if self.confidence is None else
-                    [self.confidence(text)] * len(pieces),
+                    confidences=self._confidences(text, len(pieces)),
                 )
             )
+            out[-1] = confidence_cut(out[-1], req.params.confidence_stop)
         return out
+
+    def _confidences(self, text: str, n: int) -> list[float]:
+        if self.token_confidences is not None:
+            values = list(self.token_confidences(text))[:n]
+            if len(values) < n:
+                raise ValueError(f"scripted token confidences: {len(values)} for {n} tokens")
+            return values
+        return [] if self.confidence is None else [self.confidence(text)] * n
+
+
+def confidence_cut(c: Completion, stop: ConfidenceStop | None) -> Completion:
+    """``c`` as a backend honouring ``stop`` returns it: cut right after the first token
+    whose mean confidence over the last ``stop.window`` tokens is below ``stop.threshold``
+    (checked once ``window`` tokens exist), ``finish_reason="confidence"``; unchanged when
+    no such token comes before the row ended anyway (at its last token the natural reason
+    is kept)."""
+    if stop is None or not c.token_confidences:
+        return c
+    confs, w = c.token_confidences, stop.window
+    for t in range(w - 1, len(confs)):
+        if math.fsum(confs[t + 1 - w:t + 1]) / w < stop.threshold:
+            if t + 1 >= len(c.token_texts):
+                return c
+            k = t + 1
+            return Completion(
+                text="".join(c.token_texts[:k]), prompt_tokens=c.prompt_tokens,
+                completion_tokens=k, finish_reason="confidence",
+                token_texts=c.token_texts[:k], token_logprobs=c.token_logprobs[:k],
+                token_certainties=c.token_certainties[:k], token_confidences=confs[:k])
+    return c
 
 
 class RuleScorer(ScorerBase):

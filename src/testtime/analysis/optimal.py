@@ -9,9 +9,15 @@ table's ``cv_accuracy`` is therefore never measured on the problems that chose t
 ``strategy`` is the choice made on all problems of the bin (what an adaptive solver uses) and
 ``in_sample_accuracy`` its (optimistic) accuracy there.
 
-Ties are broken by lower mean FLOPs, then lower mean policy tokens, then by label, so results
-do not depend on dict order. A bin with a single problem has no second fold: it uses the
-choice made on the other fold over all bins (``fallback``).
+Ties: strategies whose accuracy on the choosing problems is within one standard error of the
+best one's (``sqrt(a (1 - a) / n)`` of the best accuracy a over n problems, so exact ties only
+when it is 0 or 1) are equal, and among them the choice goes to lower mean FLOPs, then lower
+mean policy tokens, then plain majority voting over any other rule at the same cost (rules of
+one run cost the same), then the label; results do not depend on dict order. So a sweep where
+every strategy of a bin scores 0 picks the cheapest majority vote, never an arbitrary rule. A bin
+with a single problem has no second fold: it uses the choice made on the other fold over all
+bins (``fallback``). A bin with fewer than :data:`MIN_BIN_PROBLEMS` problems is marked
+``few_problems``: its choice is too noisy to trust (the report and ``analyze`` can show it).
 """
 
 from __future__ import annotations
@@ -27,6 +33,8 @@ from testtime.analysis.difficulty import Binning
 from testtime.analysis.runs import MAJORITY_BON, Key, Outcome, Results, Strategy
 
 TABLE_VERSION = 1
+#: Bins with fewer problems are marked ``few_problems`` (too few to choose a strategy from).
+MIN_BIN_PROBLEMS = 10
 ByStrategy = Mapping[Strategy, Mapping[str, Outcome]]
 
 
@@ -52,6 +60,8 @@ class Row:
     cv_flops: float
     """Mean FLOPs per problem of the held-out choices."""
     fallback: bool = False
+    few_problems: bool = False
+    """Fewer than :data:`MIN_BIN_PROBLEMS` problems: the choice is noise more than signal."""
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
@@ -84,16 +94,21 @@ def fold_assignment(binning: Binning, seed: int = 0) -> dict[str, int]:
 
 
 def pick(by_strategy: ByStrategy, ids: list[str]) -> Strategy:
-    """The strategy with the best mean accuracy on ``ids`` (ties: cheaper, then by label)."""
+    """The strategy with the best mean accuracy on ``ids``; strategies within one standard
+    error of it tie, and ties go to fewer FLOPs, fewer tokens, majority voting, the label."""
     if not ids or not by_strategy:
         raise ValueError("pick needs problems and strategies")
+    n = len(ids)
+    acc = {s: sum(by_strategy[s][p].correct for p in ids) / n for s in by_strategy}
+    best = max(acc.values())
+    band = (best * (1.0 - best) / n) ** 0.5 + 1e-12
 
-    def key(s: Strategy) -> tuple[float, float, float, str]:
+    def key(s: Strategy) -> tuple[float, float, bool, str]:
         os_ = [by_strategy[s][p] for p in ids]
-        return (-sum(o.correct for o in os_), sum(o.flops for o in os_),
-                sum(o.policy_tokens for o in os_), s.label)
+        return (sum(o.flops for o in os_), sum(o.policy_tokens for o in os_),
+                s.rule != "majority", s.label)
 
-    return min(by_strategy, key=key)
+    return min((s for s in by_strategy if acc[s] >= best - band), key=key)
 
 
 def eligible(results: Results, key: Key, budget: int, ids: list[str]) -> dict[Strategy,
@@ -148,6 +163,7 @@ def cross_validate(
                 fold_choices=(by_fold[0].label, by_fold[1].label),
                 majority_accuracy=None if base is None else _mean(base[p].correct for p in ids),
                 cv_flops=_mean(o.flops for o in held.values()), fallback=fallback,
+                few_problems=len(ids) < MIN_BIN_PROBLEMS,
             ))
         vals = list(chosen.values())
         curve.append(CvPoint(budget, _mean(o.correct for o in vals),

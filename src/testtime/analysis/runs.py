@@ -208,8 +208,17 @@ def load_results(paths: list[Path]) -> Results:
 
 def _outcome(rec: ProblemRecord, budget: int, costs: FlopCosts) -> Outcome:
     c = rec.compute
-    drawn = (rec.info or {}).get("adaptive_sc", {}).get("drawn")
-    if drawn:  # adaptive self-consistency at budget b drew min(drawn, b) samples
+    info = rec.info or {}
+    online = info.get("deepconf") or {}
+    drawn = (info.get("adaptive_sc") or online).get("drawn")
+    if drawn and online:  # online DeepConf at budget b drew its first min(drawn, b) traces,
+        # stopped ones shorter than the rest: bill the share of tokens they generated
+        used = min(int(drawn), budget)
+        made = [cand.completion_tokens for cand in rec.candidates]
+        total = sum(made)
+        generations = float(used)
+        scale = sum(made[:used]) / total if total else used / int(drawn)
+    elif drawn:  # adaptive self-consistency at budget b drew min(drawn, b) samples
         used = min(int(drawn), budget)
         generations, scale = float(used), used / int(drawn)
     else:

@@ -17,6 +17,10 @@ Contract of :meth:`BatchDecoder.run`:
 - Tokens are sampled here from the raw logits (``sample_token``) with each row's own
   generator, and each row records per-token log-probabilities and self-certainty; a row ends
   on an end-of-turn id, its token limit, a stop string or (if asked) a boxed step end.
+- A row with a ``ConfidenceStop`` (online DeepConf) also ends right after the first token
+  whose mean DeepConf confidence over its last ``window`` tokens is below the threshold
+  (checked once ``window`` tokens exist; ``Row.low_confidence``), unless that token ended it
+  anyway; its slot and KV cells are freed at once.
 
 Nothing here imports llama.cpp: the caller passes its ``llama_cpp`` module and objects in.
 """
@@ -25,6 +29,7 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from testtime.policy.gguf_support import sample_token, token_stats
-from testtime.types import SamplingParams
+from testtime.types import ConfidenceStop, SamplingParams
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +73,24 @@ class Row:
     segments: list[Segment] = field(default_factory=list)
     kv_own: int = 0
     """KV cells holding this row's generated tokens (beyond its prompt segments)."""
+    confidence_stop: ConfidenceStop | None = None
+    """Online DeepConf's stop for this row (None: never)."""
+    window_sum: float = 0.0
+    """Sum of the confidences of the row's last ``confidence_stop.window`` tokens."""
+    low_confidence: bool = False
+    """The row was ended by ``confidence_stop``."""
+
+    def below_threshold(self) -> bool:
+        """Track the sliding window after a new token; whether its mean is below the
+        threshold (only once the window is full, as DeepConf's processor)."""
+        stop = self.confidence_stop
+        if stop is None:
+            return False
+        w, confs = stop.window, self.confidences
+        self.window_sum += confs[-1] - (confs[-1 - w] if len(confs) > w else 0.0)
+        if len(confs) % 256 == 0:  # re-sum now and then: no drift over long traces
+            self.window_sum = math.fsum(confs[-w:])
+        return len(confs) >= w and self.window_sum / w < stop.threshold
 
 
 @dataclass
@@ -143,6 +166,8 @@ class BatchDecoder:
             row.text += self.piece(tok)
             if len(row.ids) >= row.max_tokens or any(s in row.text[start:] for s in stops):
                 row.done = True
+            elif row.below_threshold():
+                row.done = row.low_confidence = True
 
         while waiting or running:
             # Admit groups (or part of one) while sequence slots and KV cells last.

@@ -31,7 +31,7 @@ import math
 import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -238,12 +238,13 @@ class LlamaCppPolicy(AsyncResource):
             rng = None
             if params.temperature > 0:
                 rng = np.random.default_rng(seed)
-            row = Row(i, prompts[text], rng, row_limit(request, params))
+            row = Row(i, prompts[text], rng, row_limit(request, params),
+                      confidence_stop=request.params.confidence_stop)
             groups[text].rows.append(row)
             states.append(row)
         self._decoder.run(list(groups.values()), params)
         return [
-            build_completion(
+            stopped_for_confidence(r.low_confidence, build_completion(
                 token_pieces(self.tokenizer, r.ids),
                 prompt_tokens=len(r.prompt),
                 stop=params.stop,
@@ -251,6 +252,12 @@ class LlamaCppPolicy(AsyncResource):
                 logprobs=r.logprobs,
                 certainties=r.certainties,
                 confidences=r.confidences,
-            )
+            ))
             for r in states
         ]
+
+
+def stopped_for_confidence(low: bool, c: Completion) -> Completion:
+    """``c`` with finish reason ``confidence`` when online DeepConf ended its row (the
+    completion already holds exactly the tokens generated)."""
+    return replace(c, finish_reason="confidence") if low and c.finish_reason == "length" else c

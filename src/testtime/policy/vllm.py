@@ -29,6 +29,7 @@ import asyncio
 import itertools
 import os
 import threading
+import time
 from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -36,7 +37,9 @@ from typing import Any, Literal
 from testtime.confidence import TOP_K, token_confidence
 from testtime.policy.completion import build_completion
 from testtime.policy.hf import render_prompt, token_pieces
+from testtime.policy.vllm_rows import run_rows
 from testtime.resources import AsyncResource
+from testtime.timeline import TIMELINE
 from testtime.types import Completion, GenerationRequest, SamplingParams
 
 
@@ -177,13 +180,23 @@ class VLLMPolicy(AsyncResource):
         )
 
     async def generate(self, requests: Sequence[GenerationRequest]) -> list[list[Completion]]:
+        """Every request on the engine at once; the wall from submission to the last output
+        is a ``policy`` interval of the run's timeline (overlaps are counted once)."""
+        start = time.perf_counter()
         futures = []
         for r in requests:
-            ids = self.tokenizer(self.render(r), add_special_tokens=False)["input_ids"]
-            coro = self._run_one(list(ids), self.sampling_params(r.params), f"tt-{next(self._ids)}")
+            ids = list(self.tokenizer(self.render(r), add_special_tokens=False)["input_ids"])
+            if r.params.confidence_stop is None:
+                coro = self._run_one(ids, self.sampling_params(r.params), f"tt-{next(self._ids)}")
+            else:
+                coro = run_rows(self, ids, r.params)
             futures.append(asyncio.wrap_future(self._on_engine(coro)))
-        finals = await asyncio.gather(*futures)
-        return [self._completions(out, r.params) for out, r in zip(finals, requests, strict=True)]
+        try:
+            finals = await asyncio.gather(*futures)
+        finally:
+            TIMELINE.add("policy", start, time.perf_counter())
+        return [out if isinstance(out, list) else self._completions(out, r.params)
+                for out, r in zip(finals, requests, strict=True)]
 
     def _engine_input(self, ids: list[int]) -> Any:
         """Token ids as the engine takes them: rendered by vLLM's renderer where it has one

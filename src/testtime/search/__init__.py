@@ -31,6 +31,8 @@ METHODS: dict[str, str] = {
     "dvts": "testtime.search.dvts:dvts",
     "particle_filtering": "testtime.search.particle_filtering:particle_filtering",
     "adaptive_sc": "testtime.search.adaptive_sc:adaptive_sc",
+    "deepconf": "testtime.search.deepconf_online:deepconf",
+    "rebase": "testtime.search.rebase:rebase",
     "adaptive": "testtime.analysis.adaptive:solve",
 }
 

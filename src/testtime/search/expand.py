@@ -10,7 +10,7 @@ status ``dropped``).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from testtime.search.base import (
     Compute,
@@ -19,7 +19,8 @@ from testtime.search.base import (
     TreeNode,
     problem_seed,
 )
-from testtime.types import STEP_DELIMITER, Completion, GenerationRequest, Problem, Step
+from testtime.step_splitters import THINK_END
+from testtime.types import BOXED, STEP_DELIMITER, Completion, GenerationRequest, Problem, Step
 
 #: Stop strings of every step-level request.
 STEP_STOP = (STEP_DELIMITER,)
@@ -59,12 +60,45 @@ class SearchState:
         """``n`` next steps after ``prefix`` (a path of ``used_tokens`` tokens); ``last``
         drops the stop string (search-and-learn's final iteration runs to EOS)."""
         ctx = self.ctx
+        stop = STEP_STOP + ((THINK_END,) if ctx.search.step_splitter == "thinking" else ())
         params = ctx.params(n=n, max_tokens=step_tokens(ctx, used_tokens),
-                            stop=() if last else STEP_STOP, seed=seed)
+                            stop=() if last else stop, seed=seed)
         return ctx.request(self.problem, prefix, params)
 
     async def generate(self, requests: Sequence[GenerationRequest]) -> list[list[Completion]]:
-        return await self.ctx.generate(requests, self.compute)
+        """The steps of ``requests``; under the ``min_length`` and ``thinking`` splitters a
+        step that stopped at a blank line shorter than ``step_min_chars`` (no ``\\boxed``,
+        no ``</think>``) is continued, one request per row and round, until it is long
+        enough or ends (the continuations are billed, not counted as new generations). A step
+        search cannot see the next paragraph before it is generated, so ``thinking`` steps
+        end at a blank line past the minimum length or at ``</think>``, not at a marker."""
+        outs = await self.ctx.generate(requests, self.compute)
+        if self.ctx.search.step_splitter == "blank_lines":
+            return outs
+        return await self._grow(requests, [list(g) for g in outs])
+
+    async def _grow(self, requests: Sequence[GenerationRequest],
+                    outs: list[list[Completion]]) -> list[list[Completion]]:
+        from testtime.search.think_budget import join
+
+        least = self.ctx.search.step_min_chars
+        while True:
+            todo = [(i, j) for i, r in enumerate(requests) if STEP_DELIMITER in r.params.stop
+                    for j, c in enumerate(outs[i])
+                    if c.finish_reason == "stop" and len(c.text) < least and BOXED not in c.text
+                    and THINK_END not in c.text
+                    and r.params.max_tokens > c.completion_tokens]
+            if not todo:
+                return outs
+            more = [replace(requests[i], prefix=requests[i].prefix + outs[i][j].text,
+                            params=replace(requests[i].params, n=1, seed=row_seed(
+                                requests[i].params.seed, j, outs[i][j].completion_tokens),
+                                max_tokens=requests[i].params.max_tokens
+                                - outs[i][j].completion_tokens))
+                    for i, j in todo]
+            got = await self.ctx._counted(more, self.compute, False)
+            for (i, j), [c] in zip(todo, got, strict=True):
+                outs[i][j] = join(outs[i][j], c, False)
 
     async def last_scores(self, paths: Sequence[Sequence[Step]]) -> list[list[float]]:
         """Every step score of each path (one scorer call for all of them)."""
@@ -88,6 +122,11 @@ def as_step(ctx: SearchContext, completion: Completion, text: str | None = None)
         truncated=completion.finish_reason == "length",
         token_confidences=tuple(x for s in steps for x in s.token_confidences),
     )
+
+
+def row_seed(seed: int | None, row: int, done: int) -> int | None:
+    """Seed of the continuation of row ``row`` after ``done`` tokens (None stays None)."""
+    return None if seed is None else problem_seed(seed, f"grow/{row}/{done}")
 
 
 def step_tokens(ctx: SearchContext, used: int) -> int:
