@@ -1,28 +1,27 @@
 """Group concurrent generation requests into full backend batches.
 
-Search code runs one asyncio task per problem; each task awaits ``generate`` with the requests
-of its current step. ``RequestBatcher`` collects everything submitted while the backend is busy
-(or within one event-loop turn) and hands the backend batches of up to ``max_batch_seqs``
-sequences, grouped so that every batch shares one sampling configuration (HF ``generate`` and
-most engines take one temperature/top-p/stop set per call).
+Search code runs one asyncio task per problem, awaiting ``generate`` with its step's requests.
+``RequestBatcher`` collects everything submitted while the backend is busy (or within one
+event-loop turn) and hands the backend batches of up to ``max_batch_seqs`` sequences sharing
+one sampling configuration (most engines take one temperature/top-p/stop set per call).
 
 ``max_tokens`` is *not* part of that configuration: beam search asks for steps whose limit
 depends on how many tokens each path has left, and splitting batches on it would fragment
 them near the path limit. A batch runs with the largest limit of its rows and each backend
 cuts every row at its own ``request.params.max_tokens`` (see ``row_limit``).
 
-A backend that decodes with continuous batching (``streaming=True``) gets a :class:`RowStream`
-as a third argument: it hands each row back as soon as it finishes (so a search task can score
-it and submit its next step while the call goes on) and takes more queued rows of the same
-sampling configuration as its slots free up, so one call can serve a stream of requests.
+A backend with continuous batching (``streaming=True``) gets a :class:`RowStream` as a third
+argument: it hands each row back as soon as it finishes (its task scores it and submits its
+next step meanwhile) and takes more queued rows of the same configuration as slots free up.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -38,12 +37,9 @@ Row = tuple[GenerationRequest, int | None]
 
 class RowStream:
     """What a streaming backend call may do besides returning its rows' completions: take more
-    queued rows and hand back finished ones early. Its methods are called from the backend's
-    worker thread; they run on the event loop's thread.
-
-    Rows are numbered in the order the call got them: its initial rows ``0..n-1``, then the
-    rows of each ``take`` after them.
-    """
+    queued rows and hand back finished ones early (called from the backend's worker thread, run
+    on the event loop's). Rows are numbered in the order the call got them: ``0..n-1``, then
+    the rows of each ``take``."""
 
     def __init__(self, batcher: RequestBatcher, loop: asyncio.AbstractEventLoop,
                  batch: list[tuple[_Pending, int]], params: SamplingParams) -> None:
@@ -135,6 +131,15 @@ class RequestBatcher:
         # One backend call at a time: models are not re-entrant and share one device.
         self._device_lock = threading.Lock()
         self.stats = BatchStats()
+
+    @contextlib.asynccontextmanager
+    async def exclusive(self) -> AsyncIterator[None]:
+        """Hold the device once the call in flight (maybe a cancelled caller's rows) ends."""
+        await asyncio.to_thread(self._device_lock.acquire)
+        try:
+            yield
+        finally:
+            self._device_lock.release()
 
     async def submit(self, requests: Sequence[GenerationRequest]) -> list[list[Completion]]:
         loop = asyncio.get_running_loop()

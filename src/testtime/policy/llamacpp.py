@@ -219,8 +219,11 @@ class LlamaCppPolicy(AsyncResource):
         return await self._batcher.submit(requests)
 
     async def aclose(self) -> None:
-        for obj in (self._batch, self._ctx, self._model):
-            obj.close()
+        # Freeing the context under a batch still decoding (a cancelled caller's rows) crashes
+        # llama.cpp: wait for the call in flight first.
+        async with self._batcher.exclusive():
+            for obj in (self._batch, self._ctx, self._model):
+                obj.close()
 
     # -- generation ---------------------------------------------------------------------------
 
