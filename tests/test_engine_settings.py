@@ -149,3 +149,20 @@ def test_ray_actors_plan_for_their_gpus_and_split_vllm_share(
     assert worker.plan_for_actor(mine, 0.5).policy_options["gpu_memory_utilization"] == 0.3
     monkeypatch.setattr(placement, "detect_gpus", list)
     assert worker.plan_for_actor(cfg, 0.5) == cfg
+
+
+@pytest.mark.parametrize("policy", ["vllm", "hf"])
+@pytest.mark.parametrize("gpus", [1, 3])
+def test_the_plans_options_are_settings_the_engines_take(policy: str, gpus: int) -> None:
+    """What `run` merges from the plan passes the same checks as the user's settings: an
+    engine is never handed a setting it would refuse."""
+    from testtime.placement import given_gpus, plan_placement
+    from testtime.policy.registry import check_policy_options
+
+    configs = Path(__file__).parent / "data" / "configs"
+    pol = f"{policy}:{configs / ('Qwen2.5-7B-Instruct' if gpus == 1 else 'Qwen2.5-32B-Instruct')}"
+    prm = f"qwen_prm:{configs / ('Qwen2.5-Math-PRM-7B' if gpus == 1 else 'Qwen2.5-Math-PRM-72B')}"
+    plan = plan_placement(pol, prm, given_gpus(gpus, 80))
+    assert plan.policy_options() and plan.prm_options()
+    check_policy_options(pol, plan.policy_options())
+    check_scorer_options(prm, plan.prm_options())

@@ -95,8 +95,7 @@ class ModelPlacement:
         opts["device"] = self.device
         if self.device_map is not None:
             opts.update(device_map=self.device_map, max_memory=dict(self.max_memory or {}))
-        if self.engine == "hf" and self.max_model_len is not None:
-            opts["max_model_len"] = self.max_model_len
+        # (an hf policy's context length only sizes its plan: transformers takes the model's)
         if self.engine == "prm" and self.kv_cache_gb is not None:
             opts["kv_cache_gb"] = self.kv_cache_gb
         return opts
