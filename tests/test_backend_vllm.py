@@ -286,18 +286,26 @@ def test_missing_vllm_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, tokenize
         make_policy(tokenizer)
 
 
-def test_registry_builds_vllm_with_options(fake_vllm: Any, tokenizer: Any,
-                                          tmp_path: Path) -> None:
+def test_registry_builds_vllm_with_options(fake_vllm: Any, tokenizer: Any, tmp_path: Path,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    from testtime.errors import UserError
+    from testtime.policy import registry
     from testtime.policy.registry import build_policy
 
     tokenizer.save_pretrained(tmp_path)
-    policy = build_policy(f"vllm:{tmp_path}", {"tensor_parallel_size": 4, "device": "cuda",
+    policy = build_policy(f"vllm:{tmp_path}", {"tensor_parallel_size": 4,
                                                "gpu_memory_utilization": 0.5,
-                                               "max_batch_seqs": 64})
+                                               "max_batch_seqs": 64, "enforce_eager": True})
     args = fake_vllm.engines[0].args.kwargs
     assert policy.name == f"vllm:{tmp_path}"
     assert args["tensor_parallel_size"] == 4 and args["max_num_seqs"] == 64
-    assert args["gpu_memory_utilization"] == 0.5
+    assert args["gpu_memory_utilization"] == 0.5 and args["enforce_eager"] is True
     asyncio.run(policy.aclose())
-    with pytest.raises(ValueError, match="'bogus' is not valid for backend 'vllm'"):
+    # vLLM chooses its devices itself: --device is refused, never dropped
+    with pytest.raises(UserError, match="--device cuda: the vllm policy backend has no such "
+                                        "setting"):
+        build_policy(f"vllm:{tmp_path}", {"device": "cuda"})
+    # the pass-through is checked against the installed vLLM's AsyncEngineArgs
+    monkeypatch.setattr(registry, "_vllm_engine_fields", lambda: {"enforce_eager"})
+    with pytest.raises(UserError, match="--engine-arg bogus: not an AsyncEngineArgs field"):
         build_policy(f"vllm:{tmp_path}", {"bogus": 1})

@@ -97,7 +97,7 @@ def test_health_info_and_empty_steps(server: BackgroundServer) -> None:
     assert r.status_code == 200 and r.json()["scores"] == [[]]
     r = post(server, json.dumps({"requests": []}))
     assert r.status_code == 200 and r.json() == {"scores": [], "scored_tokens": 0, "tokens": [],
-                                                "cached": []}
+                                                "cached": [], "unread": []}
 
 
 @pytest.mark.parametrize(
