@@ -171,6 +171,10 @@ def test_a_path_past_the_prm_context_is_scored_on_what_fits(qwen_ckpt: Path) -> 
     ctx.scorer = prm
     asyncio.run(SearchContext.score(ctx, [long], compute))
     assert (compute.prm_truncated_paths, compute.prm_unread_steps) == (1, 2)
+    from testtime.records import ComputeRecord  # the record keeps every counter (flagged there)
+
+    assert set(compute.counters()) <= set(ComputeRecord.model_fields)
+    assert ComputeRecord(**compute.counters()).prm_unread_steps == 2
     with BackgroundServer(prm, ServeConfig(port=0), close_scorer=True) as srv:
         remote = asyncio.run(RemoteScorer(srv.url, timeouts=Timeouts(read_s=60)).score([long]))
         assert remote.unread == [2]

@@ -60,6 +60,10 @@ class ComputeRecord(BaseModel):
     scored_cached_tokens: int = 0
     """Of ``scored_tokens``, those the PRM's KV store held (not computed again)."""
     scorer_calls: int = 0
+    prm_truncated_paths: int = 0
+    """Scored paths longer than the PRM's context, scored on the steps that fit."""
+    prm_unread_steps: int = 0
+    """Steps of those paths past the PRM's context (their scores repeat the last step read)."""
     nonfinite_scores: int = 0
     """Step scores the scorer returned as NaN or infinite (stored as null; they rank lowest)."""
     policy_flops: float = 0.0

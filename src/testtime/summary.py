@@ -16,8 +16,8 @@ if TYPE_CHECKING:
 
 SUMMARY_VERSION = 1
 COMPUTE_FIELDS = ("policy_calls", "generations", "prompt_tokens", "completion_tokens",
-                  "scored_tokens", "scored_cached_tokens", "nonfinite_scores", "policy_flops",
-                  "prm_flops")
+                  "scored_tokens", "scored_cached_tokens", "prm_truncated_paths",
+                  "prm_unread_steps", "nonfinite_scores", "policy_flops", "prm_flops")
 #: Scorers that are not process reward models: their "prm_*" rules read other step scores.
 MODEL_FREE_SCORERS = frozenset({"self-certainty", "confidence", "oracle"})
 
