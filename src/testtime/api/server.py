@@ -11,25 +11,16 @@ from __future__ import annotations
 import socket
 import threading
 from collections.abc import Callable, Coroutine
-from typing import Any, Self, TypeVar
+from typing import Any, TypeVar
 
 from testtime.api.app import create_app
 from testtime.api.options import ServiceConfig
 from testtime.config import RunConfig
 from testtime.policy.base import Policy
 from testtime.scoring.base import StepScorer
-from testtime.scoring.service.protocol import require
-from testtime.scoring.service.server import bind_socket, url_of
+from testtime.serving import ThreadedServer, bind_socket, url_of, uvicorn_server
 
 T = TypeVar("T")
-#: Connections that may wait to be accepted (bursts of clients).
-BACKLOG = 2048
-
-
-def _uvicorn(app: Any) -> Any:
-    uvicorn = require("uvicorn")
-    return uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False,
-                                         lifespan="on", ws="none", backlog=BACKLOG))
 
 
 def run_server(config: RunConfig, service: ServiceConfig,
@@ -38,7 +29,7 @@ def run_server(config: RunConfig, service: ServiceConfig,
     """Bind (unless ``sock`` is bound already), load the engine, call ``on_ready(url)`` and
     serve until interrupted."""
     sock = sock if sock is not None else bind_socket(service.host, service.port)
-    server = _uvicorn(create_app(config, service))
+    server = uvicorn_server(create_app(config, service))
     if on_ready is not None:
         url = url_of(sock)
         ready = threading.Thread(target=_when_started, args=(server, lambda: on_ready(url)),
@@ -57,7 +48,7 @@ def _when_started(server: Any, then: Callable[[], None]) -> None:
         then()
 
 
-class BackgroundService:
+class BackgroundService(ThreadedServer):
     """The service on a daemon thread; a context manager. Engines passed in (``policy``,
     ``scorer``) then belong to the server thread's event loop."""
 
@@ -65,20 +56,9 @@ class BackgroundService:
                  policy: Policy | None = None, scorer: StepScorer | None = None,
                  start_timeout_s: float = 300.0) -> None:
         self.service = service or ServiceConfig(port=0)
-        self.app = create_app(config, self.service, policy=policy, scorer=scorer)
-        self._sock = bind_socket(self.service.host, self.service.port)
-        self.url = url_of(self._sock)
-        self._server = _uvicorn(self.app)
-        self._thread = threading.Thread(target=self._server.run,
-                                        kwargs={"sockets": [self._sock]}, daemon=True)
-        self._thread.start()
-        waited = 0.0
-        while not self._server.started:
-            if not self._thread.is_alive() or waited > start_timeout_s:
-                self.stop()
-                raise RuntimeError(f"tts service on {self.url} did not start")
-            threading.Event().wait(0.05)
-            waited += 0.05
+        super().__init__(create_app(config, self.service, policy=policy, scorer=scorer),
+                         self.service.host, self.service.port, what="tts service",
+                         start_timeout_s=start_timeout_s, stop_timeout_s=30.0)
 
     @property
     def engine(self) -> Any:
@@ -91,14 +71,3 @@ class BackgroundService:
         import asyncio
 
         return asyncio.run_coroutine_threadsafe(coro, self.app.state.loop).result(timeout_s)
-
-    def stop(self) -> None:
-        self._server.should_exit = True
-        self._thread.join(timeout=30)
-        self._sock.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()

@@ -78,7 +78,8 @@ def prm(
         parse_max_memory,
     )
     from testtime.scoring.registry import build_scorer, check_scorer_options, check_scorer_spec
-    from testtime.scoring.service.server import bind_socket, run_server
+    from testtime.scoring.service.server import run_server
+    from testtime.serving import bind_socket
 
     api_key = api_key or None  # an empty $TESTTIME_PRM_API_KEY means no key
     with user_errors():

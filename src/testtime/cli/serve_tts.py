@@ -81,7 +81,7 @@ def tts(
     from testtime.compose import check_config
     from testtime.config import RunConfig
     from testtime.policy.registry import default_backend
-    from testtime.scoring.service.server import bind_socket
+    from testtime.serving import bind_socket
     from testtime.search.base import SearchConfig
 
     api_key = api_key or None  # an empty $TESTTIME_TTS_API_KEY means no key

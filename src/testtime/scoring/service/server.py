@@ -22,11 +22,10 @@ import hmac
 import logging
 import math
 import socket
-import threading
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Self
+from typing import Any
 
 from testtime.flops import params_of
 from testtime.scoring.base import InputTooLong, ScoreResult, ScorerInputError, StepScorer
@@ -38,6 +37,7 @@ from testtime.scoring.service.protocol import (
     parse_score_body,
     require,
 )
+from testtime.serving import ThreadedServer, bind_socket, url_of, uvicorn_server
 from testtime.types import ScoreRequest
 
 log = logging.getLogger(__name__)
@@ -208,38 +208,13 @@ def create_app(scorer: StepScorer, config: ServeConfig, *, close_scorer: bool = 
     return app
 
 
-def bind_socket(host: str, port: int) -> socket.socket:
-    """A listening TCP socket on ``host:port`` (port 0: a free one)."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-    except OSError as exc:
-        sock.close()
-        raise OSError(f"cannot bind {host}:{port}: {exc.strerror or exc}") from None
-    sock.listen(2048)  # connections queue here until uvicorn accepts them
-    return sock
-
-
-def url_of(sock: socket.socket) -> str:
-    host, port = sock.getsockname()[:2]
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
-
-
-def _uvicorn_server(app: Any) -> Any:
-    uvicorn = require("uvicorn")
-    return uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False,
-                                         lifespan="on", ws="none"))
-
-
 def run_server(scorer: StepScorer, config: ServeConfig,
                on_ready: Callable[[str], None] | None = None,
                sock: socket.socket | None = None) -> None:
     """Bind (unless ``sock`` is bound already), call ``on_ready(url)``, and serve until
     interrupted; closes the scorer at exit."""
     sock = sock if sock is not None else bind_socket(config.host, config.port)
-    server = _uvicorn_server(create_app(scorer, config))
+    server = uvicorn_server(create_app(scorer, config))
     if on_ready is not None:
         on_ready(url_of(sock))
     try:
@@ -248,7 +223,7 @@ def run_server(scorer: StepScorer, config: ServeConfig,
         sock.close()
 
 
-class BackgroundServer:
+class BackgroundServer(ThreadedServer):
     """Serves a scorer from a daemon thread (tests, notebooks); use as a context manager.
 
     The scorer then belongs to the server thread's event loop: do not also call it directly.
@@ -257,32 +232,10 @@ class BackgroundServer:
     def __init__(self, scorer: StepScorer, config: ServeConfig | None = None,
                  *, close_scorer: bool = False, start_timeout_s: float = 30.0) -> None:
         self.config = config or ServeConfig(port=0)
-        self.app = create_app(scorer, self.config, close_scorer=close_scorer)
-        self._sock = bind_socket(self.config.host, self.config.port)
-        self.url = url_of(self._sock)
-        self._server = _uvicorn_server(self.app)
-        self._thread = threading.Thread(target=self._server.run,
-                                        kwargs={"sockets": [self._sock]}, daemon=True)
-        self._thread.start()
-        waited = 0.0
-        while not self._server.started:
-            if not self._thread.is_alive() or waited > start_timeout_s:
-                self.stop()
-                raise RuntimeError(f"scorer server on {self.url} did not start")
-            threading.Event().wait(0.01)
-            waited += 0.01
+        super().__init__(create_app(scorer, self.config, close_scorer=close_scorer),
+                         self.config.host, self.config.port, what="scorer server",
+                         start_timeout_s=start_timeout_s, stop_timeout_s=10.0)
 
     @property
     def scorer(self) -> CoalescingScorer:
         return self.app.state.scorer  # type: ignore[no-any-return]
-
-    def stop(self) -> None:
-        self._server.should_exit = True
-        self._thread.join(timeout=10)
-        self._sock.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
