@@ -182,14 +182,7 @@ def sweep(
     from testtime.config import DatasetConfig, RunConfig
     from testtime.search.base import SearchConfig
 
-    engine = eo.EngineArgs(
-        device=device, dtype=dtype, max_batch_seqs=max_batch_seqs,
-        tensor_parallel_size=tensor_parallel_size, gpu_memory_utilization=gpu_memory_utilization,
-        max_model_len=max_model_len, gpus=gpus, device_map=device_map, max_memory=max_memory,
-        engine_arg=engine_arg, prm_device=prm_device, prm_dtype=prm_dtype, prm_gpus=prm_gpus,
-        prm_device_map=prm_device_map, prm_max_memory=prm_max_memory,
-        prm_kv_cache_gb=prm_kv_cache_gb, prm_max_batch_tokens=prm_max_batch_tokens,
-        prm_arg=prm_arg, trust_remote_code=trust_remote_code)
+    engine = eo.EngineArgs.of(locals())  # the engine options above
     with user_errors():
         if prms is None:
             from testtime.scoring.registry import PORTABLE_SCORER, default_scorer

@@ -9,6 +9,8 @@ the PRM's option dicts (``RunConfig.policy_options`` / ``prm_options``), validat
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -112,6 +114,13 @@ class EngineArgs:
     prm_max_batch_tokens: int | None = None
     prm_arg: list[str] | None = None
     trust_remote_code: bool = False
+
+    @classmethod
+    def of(cls, params: Mapping[str, Any]) -> EngineArgs:
+        """The engine options among a command's parameters (``locals()`` of a command that
+        declares the options above under their own names)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in params.items() if k in names})
 
     def policy_options(self) -> dict[str, Any]:
         """``RunConfig.policy_options``: the named settings given, plus ``--engine-arg``.

@@ -190,15 +190,7 @@ def run(
                                         compare=tuple(str(p) for p in compare or ()))
         elif table is not None or budget is not None or compare:
             fail("--table, --budget and --compare apply with --strategy optimal")
-        engine = eo.EngineArgs(
-            device=device, dtype=dtype, max_batch_seqs=max_batch_seqs,
-            tensor_parallel_size=tensor_parallel_size,
-            gpu_memory_utilization=gpu_memory_utilization, max_model_len=max_model_len,
-            gpus=gpus, device_map=device_map, max_memory=max_memory, engine_arg=engine_arg,
-            prm_device=prm_device, prm_dtype=prm_dtype, prm_gpus=prm_gpus,
-            prm_device_map=prm_device_map, prm_max_memory=prm_max_memory,
-            prm_kv_cache_gb=prm_kv_cache_gb, prm_max_batch_tokens=prm_max_batch_tokens,
-            prm_arg=prm_arg, trust_remote_code=trust_remote_code)
+        engine = eo.EngineArgs.of(locals())  # the engine options above
         if policy == "default":
             # Record the backend actually used, so the saved config reproduces this run.
             from testtime.policy.registry import default_backend

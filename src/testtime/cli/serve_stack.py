@@ -80,14 +80,7 @@ def stack(
     if prm_engine not in ("testtime", "vllm"):
         fail(f"--prm-engine {prm_engine}: use testtime or vllm")
     with user_errors():
-        given = EngineArgs(
-            dtype=dtype, max_batch_seqs=max_batch_seqs,
-            tensor_parallel_size=tensor_parallel_size,
-            gpu_memory_utilization=gpu_memory_utilization, max_model_len=max_model_len,
-            gpus=gpus, engine_arg=engine_arg, prm_device=prm_device, prm_dtype=prm_dtype,
-            prm_gpus=prm_gpus, prm_device_map=prm_device_map, prm_max_memory=prm_max_memory,
-            prm_kv_cache_gb=prm_kv_cache_gb, prm_max_batch_tokens=prm_max_batch_tokens,
-            prm_arg=prm_arg, trust_remote_code=trust_remote_code)
+        given = EngineArgs.of(locals())  # the engine options above
         policy_opts, prm_opts = given.policy_options(), given.prm_options(prm)
         model = policy_model(policy)
         planned_policy, planned_prm, on_cpu = plan_options(

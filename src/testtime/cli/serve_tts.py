@@ -81,8 +81,8 @@ def tts(
     from testtime.compose import check_config
     from testtime.config import RunConfig
     from testtime.policy.registry import default_backend
-    from testtime.serving import bind_socket
     from testtime.search.base import SearchConfig
+    from testtime.serving import bind_socket
 
     api_key = api_key or None  # an empty $TESTTIME_TTS_API_KEY means no key
     with user_errors():
@@ -96,15 +96,7 @@ def tts(
             from testtime.scoring.registry import default_scorer
 
             prm = default_scorer(policy)
-        engine = eo.EngineArgs(
-            device=device, dtype=dtype, max_batch_seqs=max_batch_seqs,
-            tensor_parallel_size=tensor_parallel_size,
-            gpu_memory_utilization=gpu_memory_utilization, max_model_len=max_model_len,
-            gpus=gpus, device_map=device_map, max_memory=max_memory, engine_arg=engine_arg,
-            prm_device=prm_device, prm_dtype=prm_dtype, prm_gpus=prm_gpus,
-            prm_device_map=prm_device_map, prm_max_memory=prm_max_memory,
-            prm_kv_cache_gb=prm_kv_cache_gb, prm_max_batch_tokens=prm_max_batch_tokens,
-            prm_arg=prm_arg, trust_remote_code=trust_remote_code)
+        engine = eo.EngineArgs.of(locals())  # the engine options above
         policy_options, prm_options = planned_options(policy, prm, engine)
         config = RunConfig(
             policy=policy, policy_options=policy_options, prm=prm, prompt=prompt,
