@@ -24,9 +24,9 @@ from testtime.search.result_types import (  # noqa: F401  (re-exported)
 )
 from testtime.steps import completion_steps
 from testtime.types import (
+    PAPER_PATH_TOKENS,
     ChatMessage,
     Completion,
-    PAPER_PATH_TOKENS,
     GenerationRequest,
     Problem,
     SamplingParams,

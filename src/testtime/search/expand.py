@@ -124,6 +124,39 @@ def as_step(ctx: SearchContext, completion: Completion, text: str | None = None)
     )
 
 
+@dataclass
+class Path:
+    """A partial or final path of a search that grows paths one step at a time (particle
+    filtering's particles, REBASE's nodes): its steps, their scores, its tree nodes."""
+
+    steps: list[Step] = field(default_factory=list)
+    scores: list[float] = field(default_factory=list)
+    nodes: list[int] = field(default_factory=list)
+    tokens: int = 0
+    end: str = ""
+    """Why it finished (``boxed``, ``eos``, ``depth``, ``length``); empty while it runs."""
+
+    @property
+    def text(self) -> str:
+        return "".join(s.text for s in self.steps)
+
+    def copy(self) -> Path:
+        return Path(list(self.steps), list(self.scores), list(self.nodes), self.tokens,
+                    self.end)
+
+
+def path_end(ctx: SearchContext, path: Path, finish_reason: str, depth: int) -> str:
+    """Why ``path``, just grown by a step at ``depth``, ends: its step holds the boxed answer,
+    the policy ended it, it reached the path's token limit or the last depth; "" if not."""
+    if BOXED in path.steps[-1].text:
+        return "boxed"
+    if finish_reason == "eos":
+        return "eos"
+    if finish_reason == "length" or path.tokens >= ctx.search.max_path_tokens:
+        return "length"
+    return "depth" if depth + 1 >= ctx.search.max_depth else ""
+
+
 def row_seed(seed: int | None, row: int, done: int) -> int | None:
     """Seed of the continuation of row ``row`` after ``done`` tokens (None stays None)."""
     return None if seed is None else problem_seed(seed, f"grow/{row}/{done}")

@@ -26,34 +26,13 @@ from __future__ import annotations
 
 import math
 import random
-from dataclasses import dataclass, field
 
 from testtime.search.base import Candidate, SearchContext, SearchResult
-from testtime.search.expand import SearchState, as_step, request_seed
-from testtime.types import BOXED, Problem, Step
+from testtime.search.expand import Path, SearchState, as_step, path_end, request_seed
+from testtime.types import Problem
 
 #: Scores are clipped before the logit, as its_hub does (a score of exactly 0 or 1 is finite).
 LOGIT_EPS = 1e-7
-
-
-@dataclass
-class Particle:
-    """One particle: its path, the scores of its steps and its tree nodes."""
-
-    steps: list[Step] = field(default_factory=list)
-    scores: list[float] = field(default_factory=list)
-    nodes: list[int] = field(default_factory=list)
-    tokens: int = 0
-    end: str = ""
-    """Why it finished (``boxed``, ``eos``, ``depth``, ``length``); empty while it runs."""
-
-    @property
-    def text(self) -> str:
-        return "".join(s.text for s in self.steps)
-
-    def copy(self) -> Particle:
-        return Particle(list(self.steps), list(self.scores), list(self.nodes), self.tokens,
-                        self.end)
 
 
 def logit(score: float) -> float:
@@ -76,21 +55,11 @@ def resampling_weights(scores: list[float], temperature: float) -> list[float]:
     return [x / total for x in e]
 
 
-def _end_reason(ctx: SearchContext, p: Particle, finish_reason: str, depth: int) -> str:
-    if BOXED in p.steps[-1].text:
-        return "boxed"
-    if finish_reason == "eos":
-        return "eos"
-    if finish_reason == "length" or p.tokens >= ctx.search.max_path_tokens:
-        return "length"
-    return "depth" if depth + 1 >= ctx.search.max_depth else ""
-
-
 async def particle_filtering(problem: Problem, ctx: SearchContext) -> SearchResult:
     """N particles, one step per round, resampled by their latest PRM score."""
     n, temperature = ctx.search.n, ctx.search.pf_temperature
     state = SearchState(problem, ctx)
-    particles = [Particle() for _ in range(n)]
+    particles = [Path() for _ in range(n)]
     rng = random.Random(request_seed(ctx, problem, "pf-resample"))
     rounds: list[dict[str, list[int]]] = []
     for depth in range(ctx.search.max_depth):
@@ -107,7 +76,7 @@ async def particle_filtering(problem: Problem, ctx: SearchContext) -> SearchResu
                                           "active"))
             p.steps.append(step)
             p.tokens += c.completion_tokens
-            p.end = _end_reason(ctx, p, c.finish_reason, depth)
+            p.end = path_end(ctx, p, c.finish_reason, depth)
         scores = await state.last_scores([particles[i].steps for i in live])
         for i, sc in zip(live, scores, strict=True):
             particles[i].scores = list(sc)

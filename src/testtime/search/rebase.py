@@ -30,29 +30,13 @@ and, per depth, the open node ids and their expansion counts.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 
 from testtime.search.base import Candidate, SearchContext, SearchResult
-from testtime.search.expand import SearchState, as_step, request_seed
-from testtime.types import BOXED, Problem, Step
+from testtime.search.expand import Path, SearchState, as_step, path_end, request_seed
+from testtime.types import Problem
 
 #: A quotient within this of an integer rounds to it (float noise must not add a sample).
 ROUND_EPS = 1e-9
-
-
-@dataclass
-class Path:
-    """A partial or final path: its steps, their scores and its tree nodes."""
-
-    steps: list[Step] = field(default_factory=list)
-    scores: list[float] = field(default_factory=list)
-    nodes: list[int] = field(default_factory=list)
-    tokens: int = 0
-    end: str = ""
-
-    @property
-    def text(self) -> str:
-        return "".join(s.text for s in self.steps)
 
 
 def allocate(scores: list[float], width: int, temperature: float) -> list[int]:
@@ -76,16 +60,6 @@ def allocate(scores: list[float], width: int, temperature: float) -> list[int]:
         out[i] = k
         left -= k
     return out
-
-
-def _end(ctx: SearchContext, p: Path, finish_reason: str, depth: int) -> str:
-    if BOXED in p.steps[-1].text:
-        return "boxed"
-    if finish_reason == "eos":
-        return "eos"
-    if finish_reason == "length" or p.tokens >= ctx.search.max_path_tokens:
-        return "length"
-    return "depth" if depth + 1 >= ctx.search.max_depth else ""
 
 
 async def rebase(problem: Problem, ctx: SearchContext) -> SearchResult:
@@ -119,7 +93,7 @@ async def rebase(problem: Problem, ctx: SearchContext) -> SearchResult:
                              [*p.nodes, state.add_node(p.nodes[-1] if p.nodes else -1, depth,
                                                        step, "active")],
                              p.tokens + c.completion_tokens)
-                child.end = _end(ctx, child, c.finish_reason, depth)
+                child.end = path_end(ctx, child, c.finish_reason, depth)
                 children.append(child)
         scores = await state.last_scores([c.steps for c in children])
         open_ = []
