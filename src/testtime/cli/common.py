@@ -152,6 +152,21 @@ def print_json(data: Any) -> None:
     print(json.dumps(data, indent=2, default=str))
 
 
+def open_service_socket(host: str, port: int, api_key: str | None, serves: str) -> Any:
+    """A service's listening socket, bound before any model loads so that a busy port fails
+    fast (one line naming ``--port``); warns when it is reachable from other machines without
+    a key (``serves``: what such a caller could use)."""
+    from testtime.serving import bind_socket
+
+    if not is_loopback(host) and api_key is None:
+        err_console.print(f"[yellow]warning:[/yellow] serving on {host} without --api-key: "
+                          f"anyone who can reach this port can {serves}")
+    try:
+        return bind_socket(host, port)
+    except OSError as exc:
+        fail(f"--port {port}: {exc}")
+
+
 def is_loopback(host: str) -> bool:
     """Whether ``host`` (a name or an address) is this machine only: servers warn otherwise."""
     import ipaddress

@@ -8,7 +8,13 @@ import typer
 
 from testtime.cli import engine_cli as opt
 from testtime.cli import serve_stack
-from testtime.cli.common import KV_CACHE_HELP, err_console, fail, is_loopback, user_errors
+from testtime.cli.common import (
+    KV_CACHE_HELP,
+    err_console,
+    fail,
+    open_service_socket,
+    user_errors,
+)
 from testtime.engine_options import DTYPES
 from testtime.scoring.service.protocol import (
     API_KEY_ENV,
@@ -79,7 +85,6 @@ def prm(
     )
     from testtime.scoring.registry import build_scorer, check_scorer_options, check_scorer_spec
     from testtime.scoring.service.server import run_server
-    from testtime.serving import bind_socket
 
     api_key = api_key or None  # an empty $TESTTIME_PRM_API_KEY means no key
     with user_errors():
@@ -96,13 +101,7 @@ def prm(
                  "trust_remote_code": True if trust_remote_code else None}
         options = merge_settings(named, parse_key_values(prm_arg, "--prm-arg"), "--prm-arg")
         check_scorer_options(prm, options)
-    if not is_loopback(host) and api_key is None:
-        err_console.print(f"[yellow]warning:[/yellow] serving on {host} without --api-key: "
-                          f"anyone who can reach this port can use the scorer")
-    try:  # bind before loading a model, so a busy port fails fast
-        sock = bind_socket(config.host, config.port)
-    except OSError as exc:
-        fail(f"--port {port}: {exc}")
+    sock = open_service_socket(config.host, config.port, api_key, "use the scorer")
     try:
         scorer = build_scorer(prm, options)
     except (ValueError, FileNotFoundError, OSError) as exc:

@@ -9,7 +9,12 @@ from typing import Annotated
 import typer
 
 from testtime.cli import engine_cli as eo
-from testtime.cli.common import err_console, fail, sampling_and_path, user_errors
+from testtime.cli.common import (
+    fail,
+    open_service_socket,
+    sampling_and_path,
+    user_errors,
+)
 from testtime.cli.execution import planned_options
 
 
@@ -77,12 +82,10 @@ def tts(
     (a `tts` object in the body, or a model name such as tts/beam_search/n8)."""
     from testtime.api.options import ServiceConfig
     from testtime.api.server import run_server
-    from testtime.cli.common import is_loopback
     from testtime.compose import check_config
     from testtime.config import RunConfig
     from testtime.policy.registry import default_backend
     from testtime.search.base import SearchConfig
-    from testtime.serving import bind_socket
 
     api_key = api_key or None  # an empty $TESTTIME_TTS_API_KEY means no key
     with user_errors():
@@ -119,13 +122,7 @@ def tts(
 
             load_plan(config.model_copy(update={"adaptive": AdaptiveSettings(
                 table=str(table), budget=budget, pilot=min(pilot, budget))}))
-    if not is_loopback(host) and api_key is None:
-        err_console.print(f"[yellow]warning:[/yellow] serving on {host} without --api-key: "
-                          f"anyone who can reach this port can run searches")
-    try:  # bind before loading a model, so a busy port fails fast
-        sock = bind_socket(service.host, service.port)
-    except OSError as exc:
-        fail(f"--port {port}: {exc}")
+    sock = open_service_socket(service.host, service.port, api_key, "run searches")
 
     def ready(url: str) -> None:
         # Plain print, flushed: scripts and tests read the bound address from stdout.
