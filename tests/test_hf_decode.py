@@ -11,6 +11,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from test_backend_vllm import tiny_tokenizer
+
 from testtime.policy.hf import HFPolicy, HFPolicyConfig
 from testtime.types import ChatMessage, ConfidenceStop, GenerationRequest, SamplingParams
 
@@ -18,27 +20,10 @@ from testtime.types import ChatMessage, ConfidenceStop, GenerationRequest, Sampl
 BIASED_BYTE = "q"
 
 
-def byte_tokenizer() -> Any:
-    """One token per byte, ChatML template (each stop string of 2+ bytes spans tokens)."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    vocab = {c: i for i, c in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet()))}
-    tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
-    tok.decoder = decoders.ByteLevel()
-    hf = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>",
-                                 additional_special_tokens=["<|im_start|>"])
-    hf.chat_template = ("{% for m in messages %}<|im_start|>{{m.role}}\n{{m.content}}<|im_end|>"
-                        "\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n"
-                        "{% endif %}")
-    return hf
-
-
 def build(root: Path, bias: float | None = None) -> Path:
     from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
 
-    tok = byte_tokenizer()
+    tok = tiny_tokenizer()  # one token per byte, ChatML template
     torch.manual_seed(0)
     cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64,
                       num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
