@@ -10,17 +10,14 @@ KV entries split into per-device layer runs give the scores of full rescoring.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
 from test_prm_support import (
+    BUILDERS,
     REQUESTS,
-    build_math_shepherd,
-    build_qwen_prm,
-    build_rlhflow,
-    build_skywork,
+    build_all,
 )
 
 from testtime.placement.loading import (
@@ -37,9 +34,6 @@ from testtime.scoring.prm.checkpoint import DevicePlacement, device_placement
 from testtime.scoring.prm.scorer import PRMScorer
 from testtime.types import ScoreRequest
 
-BUILDERS: dict[str, Callable[..., Path]] = {
-    "skywork": build_skywork, "qwen_prm": build_qwen_prm, "rlhflow": build_rlhflow,
-    "math_shepherd": build_math_shepherd}
 #: Families whose backbone is the decoder of a causal LM (module names under ``model.``).
 CAUSAL_LM = ("rlhflow", "math_shepherd")
 GIB = 1 << 30
@@ -47,8 +41,7 @@ GIB = 1 << 30
 
 @pytest.fixture(scope="module")
 def ckpts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    root = tmp_path_factory.mktemp("device_map")
-    return {fam: str(build(root / fam)) for fam, build in BUILDERS.items()}
+    return build_all(tmp_path_factory.mktemp("device_map"))
 
 
 def split_map(family: str) -> dict[str, str]:

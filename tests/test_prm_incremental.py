@@ -12,19 +12,16 @@ import asyncio
 import itertools
 import json
 import shutil
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
 from test_prm_support import (
+    BUILDERS,
     LLAMA31_CHAT_TEMPLATE,
     QWEN25_CHAT_TEMPLATE,
     REQUESTS,
-    build_math_shepherd,
-    build_qwen_prm,
-    build_rlhflow,
-    build_skywork,
+    build_all,
     llama3_vocab_dir,
     qwen_vocab_dir,
 )
@@ -37,16 +34,12 @@ from testtime.scoring.prm.kv_store import KVEntry, PrefixKVStore
 from testtime.scoring.prm.scorer import PRMScorer
 from testtime.types import ScoreRequest, Step
 
-BUILDERS: dict[str, Callable[..., Path]] = {
-    "skywork": build_skywork, "qwen_prm": build_qwen_prm, "rlhflow": build_rlhflow,
-    "math_shepherd": build_math_shepherd}
 BRANCHES = ("Try another way.\n\n", "So the result follows.\n\n", "Hence we are done.")
 
 
 @pytest.fixture(scope="module")
 def ckpts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    root = tmp_path_factory.mktemp("incremental")
-    return {fam: str(build(root / fam)) for fam, build in BUILDERS.items()}
+    return build_all(tmp_path_factory.mktemp("incremental"))
 
 
 def load(ckpt: str, family: str, kv_cache_gb: float, dtype: torch.dtype = torch.float32,

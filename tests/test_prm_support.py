@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import string
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -429,6 +430,17 @@ def build_qwen_prm(path: Path, vllm: bool = False,
     config.save_pretrained(path)
     tok.save_pretrained(path)
     return path
+
+
+#: A tiny random checkpoint builder per PRM family.
+BUILDERS: dict[str, Callable[..., Path]] = {
+    "skywork": build_skywork, "qwen_prm": build_qwen_prm, "rlhflow": build_rlhflow,
+    "math_shepherd": build_math_shepherd}
+
+
+def build_all(root: Path) -> dict[str, str]:
+    """One tiny checkpoint of every family under ``root``: family -> its directory."""
+    return {fam: str(build(root / fam)) for fam, build in BUILDERS.items()}
 
 
 def qwen_vocab_dir() -> Path:
