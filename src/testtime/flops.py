@@ -77,6 +77,45 @@ def _as_dict(config: Mapping[str, Any] | Any) -> dict[str, Any]:
     raise TypeError(f"expected a config dict or PretrainedConfig, got {type(config).__name__}")
 
 
+@dataclass(frozen=True)
+class DecoderDims:
+    """A dense decoder's dimensions as its ``config.json`` states them."""
+
+    hidden: int
+    intermediate: int
+    layers: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    vocab: int
+    tied: bool
+
+
+class MissingField(ValueError):
+    """A ``config.json`` lacks a dimension (``field``)."""
+
+    def __init__(self, field: str) -> None:
+        self.field = field
+        super().__init__(f"config field {field!r} is missing")
+
+
+def decoder_dims(c: Mapping[str, Any]) -> DecoderDims:
+    """The dimensions in ``config.json`` fields ``c`` (the counter's and the placement
+    planner's one reading of them). Raises :class:`MissingField`."""
+    try:
+        layers = int(c["num_hidden_layers"])
+        h = int(c["hidden_size"])
+        heads = int(c["num_attention_heads"])
+        vocab = int(c["vocab_size"])
+        inter = int(c["intermediate_size"])
+    except KeyError as exc:
+        raise MissingField(exc.args[0]) from None
+    tied_default = _TIED_DEFAULT.get(str(c.get("model_type", "llama")), False)
+    return DecoderDims(h, inter, layers, heads, int(c.get("num_key_value_heads") or heads),
+                       int(c.get("head_dim") or h // heads), vocab,
+                       bool(c.get("tie_word_embeddings", tied_default)))
+
+
 def count_parameters(config: Mapping[str, Any] | Any) -> ParamCount:
     """Parameter count of a Llama / Mistral / Qwen2 decoder from its ``config.json`` fields.
 
@@ -86,17 +125,8 @@ def count_parameters(config: Mapping[str, Any] | Any) -> ParamCount:
     model_type = c.get("model_type", "llama")
     if model_type not in ARCHITECTURES:
         raise ValueError(f"model_type {model_type!r} not supported; known: {ARCHITECTURES}")
-    try:
-        h = int(c["hidden_size"])
-        inter = int(c["intermediate_size"])
-        layers = int(c["num_hidden_layers"])
-        heads = int(c["num_attention_heads"])
-        vocab = int(c["vocab_size"])
-    except KeyError as exc:
-        raise ValueError(f"config field {exc.args[0]!r} is missing") from None
-    kv_heads = int(c.get("num_key_value_heads") or heads)
-    head_dim = int(c.get("head_dim") or h // heads)
-    tied = bool(c.get("tie_word_embeddings", _TIED_DEFAULT[model_type]))
+    d = decoder_dims(c)
+    h, inter, layers, heads, kv_heads, head_dim, vocab, tied = dataclasses.astuple(d)
     qkv_bias = model_type == "qwen2" or bool(c.get("attention_bias", False))
     o_bias = model_type != "qwen2" and bool(c.get("attention_bias", False))
     mlp_bias = bool(c.get("mlp_bias", False))

@@ -150,21 +150,14 @@ def _text_config(config: Mapping[str, Any]) -> Mapping[str, Any]:
 
 def shape_of(config: Mapping[str, Any], name: str) -> ModelShape:
     """A :class:`ModelShape` from ``config.json`` fields; ``PlacementError`` on a missing one."""
-    from testtime.flops import count_parameters
+    from testtime.flops import MissingField, count_parameters, decoder_dims
 
     c = dict(_text_config(config))
     try:
-        layers = int(c["num_hidden_layers"])
-        hidden = int(c["hidden_size"])
-        heads = int(c["num_attention_heads"])
-        vocab = int(c["vocab_size"])
-        intermediate = int(c["intermediate_size"])
-    except KeyError as exc:
-        raise PlacementError(f"config.json has no {exc.args[0]!r}", name) from None
+        d = decoder_dims(c)
+    except MissingField as exc:
+        raise PlacementError(f"config.json has no {exc.field!r}", name) from None
     model_type = str(c.get("model_type", "llama"))
-    kv_heads = int(c.get("num_key_value_heads") or heads)
-    head_dim = int(c.get("head_dim") or hidden // heads)
-    tied = bool(c.get("tie_word_embeddings", False))
     counted = {**c, "model_type": model_type}
     try:
         parameters = count_parameters(counted).total
@@ -180,9 +173,9 @@ def shape_of(config: Mapping[str, Any], name: str) -> ModelShape:
     if DTYPE_BYTES.get(dtype.lower().removeprefix("torch.")) == 4:
         # vLLM ("auto") and the PRM loader load a float32 checkpoint in 16 bits on a GPU
         dtype = DEFAULT_DTYPE
-    return ModelShape(name=name, model_type=model_type, layers=layers, hidden=hidden,
-                      intermediate=intermediate, heads=heads, kv_heads=kv_heads,
-                      head_dim=head_dim, vocab=vocab, tied_embeddings=tied,
+    return ModelShape(name=name, model_type=model_type, layers=d.layers, hidden=d.hidden,
+                      intermediate=d.intermediate, heads=d.heads, kv_heads=d.kv_heads,
+                      head_dim=d.head_dim, vocab=d.vocab, tied_embeddings=d.tied,
                       dtype_bytes=dtype_bytes(dtype, name),
                       max_position_embeddings=int(max_pos) if isinstance(max_pos, int) else None,
                       sliding_window=window, parameters=parameters)
