@@ -142,3 +142,18 @@ def test_a_run_records_stopped_traces_outside_the_vote(tmp_path: Path) -> None:
     assert section["accuracy"] == {"4": 1.0, "8": 1.0}
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["deepconf"]["consensus_stops"] == 1
+
+
+def test_the_methods_own_answer_is_an_analysis_strategy(tmp_path: Path) -> None:
+    """``deepconf/deepconf`` (the weighted vote of the traces not stopped) is a strategy of the
+    analyses at each budget the record answers, billed for the traces drawn by then."""
+    from testtime.analysis.runs import Strategy, load_results
+
+    test_a_run_records_stopped_traces_outside_the_vote(tmp_path)
+    res = load_results([tmp_path / "run"])
+    (key,) = res.outcomes
+    own = res.outcomes[key][Strategy("deepconf", "deepconf")]
+    assert sorted(own) == [4, 8]
+    assert own[4]["p0"].correct == 1.0 and own[4]["p0"].generations == 4.0
+    assert own[8]["p0"].correct == 1.0 and own[8]["p0"].generations == 7.0  # 7 drawn of 8
+    assert Strategy("deepconf", "deepconf").label == "deepconf/deepconf"

@@ -24,6 +24,7 @@ from testtime.analysis.comparable import check_comparable
 from testtime.config import RunConfig
 from testtime.flops import FlopCosts, costs_for_specs
 from testtime.records import ProblemRecord
+from testtime.search.deepconf_online import OWN_ANSWER as DEEPCONF_OWN
 from testtime.selection import DEEPCONF_RULES, ORACLE, RULES
 from testtime.store import read_records, writer_of
 
@@ -32,6 +33,10 @@ log = logging.getLogger(__name__)
 SWEEP_FILE = "sweep.json"
 WIDTH_METHODS = ("beam_search", "dvts")
 """Methods whose beam width is part of the strategy."""
+OWN_ANSWERS: dict[str, tuple[str, ...]] = {"deepconf": (DEEPCONF_OWN,)}
+"""Predictions a method writes beside the selection rules (its own answer), analysed as a
+strategy of their own: online DeepConf's ``deepconf`` (the confidence-weighted vote of the
+traces it did not stop) is ``deepconf/deepconf``."""
 
 
 @dataclass(frozen=True, order=True)
@@ -170,7 +175,7 @@ def load_results(paths: list[Path]) -> Results:
         costs = costs_for_specs(cfg.policy, cfg.prm)
         width = cfg.search.beam_width if cfg.search.method in WIDTH_METHODS else None
         rules = ("majority",) if cfg.search.method == "cot" else tuple(
-            r for r in RULES if r != ORACLE)
+            r for r in RULES if r != ORACLE) + OWN_ANSWERS.get(cfg.search.method, ())
         for rec in ok:
             res.records.append((info, rec))
             res.levels[rec.id] = rec.level

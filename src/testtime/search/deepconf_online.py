@@ -53,6 +53,8 @@ from testtime.types import Completion, ConfidenceStop, Problem
 
 #: The rule that is the method's own answer (weighted vote of the voted traces, no filter).
 PAPER_RULE = "deepconf_lowest_100_wvote"
+#: The name of that answer among the record's predictions (``deepconf/deepconf`` in analyses).
+OWN_ANSWER = "deepconf"
 
 
 def lowest_group(confidences: Sequence[float], window: int) -> float:
@@ -132,7 +134,7 @@ async def deepconf(problem: Problem, ctx: SearchContext) -> SearchResult:
     if not result.independent_prefixes:
         for cand in result.candidates:
             cand.origin = 0
-    result.extra_predictions = {"deepconf": PAPER_RULE}
+    result.extra_predictions = {OWN_ANSWER: PAPER_RULE}
     result.info = {"deepconf": {
         "threshold": s_bar, "warmup": warm, "warmup_lowest": lows[:warm], "drawn": len(outs),
         "stopped": stopped, "voted": sum(voted), "stop": stop, "share": share,
@@ -156,7 +158,7 @@ def summarize(records: Sequence[Any], config: Any) -> dict[str, Any]:
             "mean_voted": sum(i["voted"] for i in infos) / k,
             "consensus_stops": sum(i["stop"] == "consensus" for i in infos),
             "mean_completion_tokens": sum(r.compute.completion_tokens for r in done) / k,
-            "accuracy": {b: sum(bool(r.predictions.get(b, {}).get("deepconf") and
-                                     r.predictions[b]["deepconf"].correct) for r in done)
+            "accuracy": {b: sum(bool(r.predictions.get(b, {}).get(OWN_ANSWER) and
+                                     r.predictions[b][OWN_ANSWER].correct) for r in done)
                          / len(records)
                          for b in sorted({b for r in done for b in r.predictions}, key=int)}}
