@@ -7,8 +7,8 @@ Runs (one policy, ``--prm`` scorer, seed 0, one dataset; every run resumable, sk
 * ``full``: ``adaptive_sc --sc-threshold 1 --sc-round N`` at the largest N: every trace in full,
   seeded as online DeepConf's trace i (``request_seed(.., "sc", i)``), so the comparison is
   paired; majority and the offline DeepConf rules read budgets 16 and 32 from its prefixes.
-* sweep ``search``: online DeepConf-low (eta 10), Best-of-N, REBASE, beam search (M = 4) (and
-  DVTS with ``--dvts``) at each N of ``--ns``; ``testtime analyze`` over it and ``full`` gives
+* sweep ``search`` (``--methods``): online DeepConf-low (eta 10), Best-of-N, REBASE, beam
+  search (M = 4) at each N of ``--ns``; ``testtime analyze`` over it and ``full`` gives
   the compute-optimal table. DeepConf's budgets W, 2W, ... (W = the warm-up) are exact
   prefixes of its largest-N run, which the DeepConf table reads.
 * ``dc_high``: ``deepconf --deepconf-eta 90`` at the largest N (analysed apart: ``analyze``
@@ -78,11 +78,10 @@ def run_all(a: argparse.Namespace) -> None:
     dc = ["--deepconf-warmup", str(a.warmup), "--deepconf-window", str(a.window)]
     full = ["--method", "adaptive_sc", "--sc-threshold", "1.0", "--sc-round", str(top)]
     high = ["--method", "deepconf", "--deepconf-eta", "90", *dc]
-    methods = "deepconf,best_of_n,rebase,beam_search" + (",dvts" if a.dvts else "")
-    steps = [("full", ["run", *common, "--n", str(top), *full]),
-             ("search", ["sweep", *sweep_args(common), "--methods", methods, "--ns", a.ns,
+    steps = [("search", ["sweep", *sweep_args(common), "--methods", a.methods, "--ns", a.ns,
                          "--beam-width", "4", *dc]),
-             ("dc_high", ["run", *common, "--n", str(top), *high])]
+             ("full", ["run", *common, "--n", str(top), *full]),
+             ("dc_high", ["run", *common, "--n", str(top), *high])][:3 if a.high else 2]
     for name, args in steps:
         d = out / name
         if args[0] == "run" and (d / "summary.json").exists():
@@ -143,8 +142,10 @@ def tables(a: argparse.Namespace) -> None:
     low_dir = out / "search" / next(c["run_dir"] for c in json.loads(
         (out / "search" / "sweep.json").read_text())["cells"]
         if c["method"] == "deepconf" and c["n"] == max(ns))
-    full, low, high = load(out / "full"), load(low_dir), load(out / "dc_high")
-    ids = {r.id for r in full} & {r.id for r in low} & {r.id for r in high}
+    full, low = load(out / "full"), load(low_dir)
+    high = load(out / "dc_high") if (out / "dc_high" / "results.jsonl").exists() else []
+    ids = {r.id for r in full} & {r.id for r in low}
+    ids &= {r.id for r in high} if high else ids
     full, low, high = ([r for r in x if r.id in ids] for x in (full, low, high))
     print(f"\n## DeepConf, {len(ids)} problems ({a.dataset}), seed 0\n")
     print("| budget | method | accuracy | 95 % CI | diff. vs majority, 95 % CI | "
@@ -153,12 +154,13 @@ def tables(a: argparse.Namespace) -> None:
         maj_cell, maj, maj_tok = row(full, b, "majority")
         lines = [(f"online DeepConf-low ({r_name})", row(recs, b, "deepconf", maj))
                  for r_name, recs in (("eta 10", low),)]
-        lines.append(("online DeepConf-high (eta 90)", row(high, b, "deepconf", maj)))
+        if high:
+            lines.append(("online DeepConf-high (eta 90)", row(high, b, "deepconf", maj)))
         lines += [(f"full traces, offline `{rule}`", row(full, b, rule, maj)) for rule in OFFLINE]
         print(f"| {b} | full traces, majority | {maj_cell} | | {maj_tok:.1f} |")
         for label, (cell, _, tok) in lines:
             print(f"| {b} | {label} | {cell} | {tok:.1f} ({100 * (tok / maj_tok - 1):+.0f} %) |")
-    for name, recs in (("DeepConf-low", low), ("DeepConf-high", high)):
+    for name, recs in [("DeepConf-low", low)] + ([("DeepConf-high", high)] if high else []):
         infos = [r.info["deepconf"] for r in recs]
         print(f"\n{name} at N = {max(ns)}: per problem {np.mean([i['drawn'] for i in infos]):.1f}"
               f" traces drawn, {np.mean([i['stopped'] for i in infos]):.1f} stopped, "
@@ -206,7 +208,11 @@ def main() -> None:
     p.add_argument("--max-batch-seqs", type=int)
     p.add_argument("--concurrency", type=int, default=100)
     p.add_argument("--engine-arg", action="append", default=[])
-    p.add_argument("--dvts", action="store_true")
+    p.add_argument("--methods", default="deepconf,best_of_n,rebase,beam_search",
+                   help="the sweep's methods (add dvts for the paper's third)")
+    p.add_argument("--budgets", help="budgets of the DeepConf table (default: --ns)")
+    p.add_argument("--no-high", dest="high", action="store_false",
+                   help="skip the DeepConf-high run")
     p.add_argument("--tables-only", action="store_true")
     p.add_argument("--out", type=Path, required=True)
     a = p.parse_args()
