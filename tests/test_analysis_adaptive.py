@@ -199,3 +199,34 @@ def test_the_cap_keeps_the_mean_spend_within_the_budget(tmp_path: Path,
     assert any(m["escalated"] for m in capped.values())
     # ... and the decisions do not depend on how many problems run at once.
     assert capped == spend(True, f"serial{concurrency}", conc=1)
+
+
+def test_a_strategy_measured_with_a_thinking_budget_runs_with_it() -> None:
+    """A table row measured with ``--think-budget`` T is run with T (not the run's own
+    setting), and as a run of its own rather than an extension of the unbudgeted pilot."""
+    from test_analysis_sweep import r1_script
+
+    from testtime.analysis.adaptive import solve
+    from testtime.grading.verify import default_grader
+    from testtime.prompts.base import PromptTemplate
+    from testtime.search.base import SamplingConfig, SearchContext
+    from testtime.testing import RuleScorer, ScriptedPolicy
+    from testtime.types import Problem
+
+    binning = absolute_binning({"x": 0.9, "y": 0.3, "z": 0.0})
+    short = Strategy("best_of_n", "majority", None, 4)
+    table = Plan(binning, {(b, 4): short for b in binning.bins}, {})
+    pol = ScriptedPolicy(r1_script)
+    ctx = SearchContext(pol, RuleScorer(lambda *a: 0.1), PromptTemplate("plain"),
+                        SearchConfig(method="adaptive", n=4), SamplingConfig(),
+                        grader=default_grader())
+    cfg = AdaptiveSettings(table="unused.json", budget=4, pilot=2)
+    r = asyncio.run(solve(Problem("p", "Q1: what is 1 + 1?", "2"), ctx, plan=table, cfg=cfg))
+    info = r.info["adaptive"]
+    assert not info["stopped"] and info["strategy"] == "best_of_n_t4/majority"
+    pilot = [c for c in pol.calls if c.params.max_tokens != 4 and "</think>" not in c.prefix]
+    budgeted = [c for c in pol.calls if c.params.max_tokens == 4]
+    assert pilot and budgeted  # the pilot thought freely, the table's strategy within 4
+    assert all(c.params.stop == ("</think>",) for c in budgeted)
+    assert len(r.candidates) == 4  # its own 4 samples, not merged with the pilot's 2
+    assert all(c.text.endswith("\\boxed{8}") for c in r.candidates)  # cut before "checked"

@@ -114,7 +114,7 @@ def test_sweep_runs_resumes_and_skips(with_copy_method: None, tmp_path: Path) ->
     derived = [c for c in manifest["cells"] if c["derived"]]
     assert derived == [{"method": "best_of_n", "n": 2, "policy": "fake:a", "prm": "rule",
                         "seed": 0, "run_dir": dirs[0], "budget": 2, "derived": True,
-                        "status": "derived: done"}]
+                        "status": "derived: done", "think_budget": None}]
     assert all(c.status in ("done", "derived: done") for c in cells)
 
     # A finished sweep is skipped cell by cell without building a model.
@@ -199,3 +199,50 @@ def test_sweep_builds_judge_and_oracle_scorers_as_run_does(tmp_path: Path) -> No
             assert {s.score for s in c.steps} == {1.0 if c.correct else 0.0}
     judge = RecordStore(out / "best_of_n-n2-fake_a-judge-seed0" / "results.jsonl").records
     assert all(r.error is None and r.compute.scored_tokens > 0 for r in judge.values())
+
+
+def r1_script(problem: str, prefix: str, j: int, params: object) -> str:
+    """An R1-style trace: a thought whose last word is what makes the answer right."""
+    i = int(problem.split(":")[0].removeprefix("Q"))
+    if "</think>" in prefix:  # the answer phase after a forced end of the thought
+        answer = i + 1 if "checked" in prefix else i + 7
+        return f"\n\nSo \\boxed{{{answer}}}"
+    return "<think>\n" + "hmm " * 12 + "checked</think>\n\n" + f"So \\boxed{{{i + 1}}}"
+
+
+def test_thinking_budgets_are_a_grid_axis_and_strategies(tmp_path: Path) -> None:
+    """``think_budgets`` makes one cell per budget (``-t<T>``); the analyses pool neither
+    budget with the other but tell them apart as strategies, and the table keeps the budget."""
+    from testtime.analysis.analyze import analyze
+    from testtime.analysis.runs import Strategy
+
+    data = write_problems(tmp_path / "set.jsonl")
+    grid = SweepGrid(base=RunConfig(dataset=DatasetConfig(name=str(data), limit=3)),
+                     methods=("best_of_n",), ns=(2,), prms=("rule",), policies=("fake:r1",),
+                     seeds=(0,), think_budgets=(4, 1000))
+    cells = plan(grid)
+    assert [c.run_dir for c in cells] == [
+        "best_of_n-n2-t4-fake_r1-rule-seed0", "best_of_n-n2-t1000-fake_r1-rule-seed0"]
+    assert [c.config.search.think_budget for c in cells] == [4, 1000]
+    out = tmp_path / "sweep"
+    asyncio.run(run_sweep(grid, out, policy_factory=lambda s: ScriptedPolicy(r1_script, name=s),
+                          scorer_factory=scorer, progress=False))
+    manifest = json.loads((out / "sweep.json").read_text())
+    assert [c["think_budget"] for c in manifest["cells"]] == [4, 1000]
+    res = load_results([out])
+    [key] = res.outcomes
+    short, full = (res.outcomes[key][Strategy("best_of_n", "majority", None, t)][2]
+                   for t in (4, 1000))
+    assert {o.correct for o in short.values()} == {0.0}  # cut before "checked"
+    assert {o.correct for o in full.values()} == {1.0}
+    assert all(short[p].policy_tokens < full[p].policy_tokens for p in short)
+    [ka] = analyze([out], n_boot=50).keys
+    chosen = {r.strategy for r in ka.rows if r.scheme == "all" and r.budget == 2}
+    assert chosen == {Strategy("best_of_n", "majority", None, 1000)}
+    assert Strategy("best_of_n", "majority", None, 1000).label == "best_of_n_t1000/majority"
+    s = Strategy("beam_search", "prm_min_max", 4, 512)
+    assert Strategy.from_json(s.to_json()) == s
+    assert Strategy.from_json({"method": "dvts", "rule": "majority", "beam_width": 4}) == \
+        Strategy("dvts", "majority", 4)  # tables written before the field
+    with pytest.raises(ValueError, match="think_budgets"):
+        SweepGrid(think_budgets=(0,))

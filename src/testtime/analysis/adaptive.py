@@ -161,9 +161,12 @@ async def _solve(problem: Problem, ctx: SearchContext, plan: Plan, cfg: Adaptive
                  ledger: BudgetLedger | None) -> SearchResult:
     from testtime.search import get_method
 
-    def context(method: str, n: int, width: int | None, seed: int) -> SearchContext:
+    def context(method: str, n: int, width: int | None, seed: int,
+                think: int | None = None) -> SearchContext:
+        # a strategy measured with a thinking budget runs with it; else the run's own setting
         search = dataclasses.replace(ctx.search, method=method, n=n,
-                                     beam_width=width or ctx.search.beam_width)
+                                     beam_width=width or ctx.search.beam_width,
+                                     think_budget=think or ctx.search.think_budget)
         return dataclasses.replace(ctx, search=search,
                                    sampling=dataclasses.replace(ctx.sampling, seed=seed))
 
@@ -192,19 +195,24 @@ async def _solve(problem: Problem, ctx: SearchContext, plan: Plan, cfg: Adaptive
             strategy, n = plan.strategy(name, allowance - cfg.pilot)
             if cfg.pilot + n > allowance:  # not even the table's smallest fits: the pilot
                 strategy, n = Strategy("best_of_n", "majority"), cfg.pilot
-    bon = strategy.method == "best_of_n"
+    # Best-of-N extends the pilot's samples, unless the table's strategy thinks to another
+    # budget than the pilot did: then it is a run of its own, as any search
+    bon = strategy.method == "best_of_n" and strategy.think_budget in (
+        None, ctx.search.think_budget)
     spent = max(n, cfg.pilot) if bon else cfg.pilot + n
     if ledger is not None:
         await ledger.spend(problem.id, spent)  # now, so later problems need not wait
     if bon and n > cfg.pilot:
         more = await get_method("best_of_n")(
-            problem, context("best_of_n", n - cfg.pilot, None, base_seed + 1))
+            problem, context("best_of_n", n - cfg.pilot, None, base_seed + 1,
+                             strategy.think_budget))
         result = merge(pilot, more)
     elif bon:
         result = pilot
     else:
         run = await get_method(strategy.method)(
-            problem, context(strategy.method, n, strategy.beam_width, base_seed + 1))
+            problem, context(strategy.method, n, strategy.beam_width, base_seed + 1,
+                             strategy.think_budget))
         compute = dataclasses.replace(run.compute)
         compute.add(pilot.compute)  # the pilot was spent too
         result = dataclasses.replace(run, compute=compute)

@@ -1,6 +1,7 @@
 """Which run directories may be pooled as seeds of one strategy.
 
-``analyze`` averages the runs of one (policy, PRM, method, beam width) as repeated seeds. That
+``analyze`` averages the runs of one (policy, PRM, method, beam width, thinking budget) as
+repeated seeds (runs with different thinking budgets are different strategies). That
 is only sound when everything that shapes the outcome agrees: the dataset and its selection,
 the prompt, the sampling settings and the search settings. The seed, the data directory, the
 budget N (budgets below N come from prefixes), engine options and concurrency may differ.
@@ -50,15 +51,17 @@ def settings(cfg: RunConfig) -> dict[str, Any]:
 
 def check_comparable(runs: list[tuple[str, RunConfig]]) -> None:
     """Raise :class:`IncomparableRuns` naming the runs and the differing fields when runs of
-    one (policy, PRM, method, beam width) group disagree on a setting that shapes results.
+    one (policy, PRM, method, beam width, thinking budget) group disagree on a setting that shapes results.
 
     ``runs`` pairs a label (the run directory) with its config."""
-    groups: dict[tuple[str, str, str, int | None], list[tuple[str, RunConfig]]] = {}
+    groups: dict[tuple[str, str, str, int | None, int | None],
+                 list[tuple[str, RunConfig]]] = {}
     for label, cfg in runs:
         s = cfg.search
         width = s.beam_width if s.method in ("beam_search", "dvts") else None
-        groups.setdefault((cfg.policy, cfg.prm, s.method, width), []).append((label, cfg))
-    for (policy, prm, method, _), members in groups.items():
+        groups.setdefault((cfg.policy, cfg.prm, s.method, width, s.think_budget),
+                          []).append((label, cfg))
+    for (policy, prm, method, *_), members in groups.items():
         first_label, first = members[0]
         base = settings(first)
         for label, cfg in members[1:]:

@@ -41,27 +41,36 @@ traces it did not stop) is ``deepconf/deepconf``."""
 
 @dataclass(frozen=True, order=True)
 class Strategy:
-    """A method (with beam width where it matters) and a selection rule."""
+    """A method (with beam width where it matters, and thinking budget where runs had one) and
+    a selection rule."""
 
     method: str
     rule: str
     beam_width: int | None = None
+    think_budget: int | None = None
+    """The runs' thinking budget (``--think-budget``; None: none)."""
 
     @property
     def method_label(self) -> str:
-        return self.method if self.beam_width is None else f"{self.method}_m{self.beam_width}"
+        label = self.method if self.beam_width is None else f"{self.method}_m{self.beam_width}"
+        return label if self.think_budget is None else f"{label}_t{self.think_budget}"
 
     @property
     def label(self) -> str:
         return "cot" if self.method == "cot" else f"{self.method_label}/{self.rule}"
 
     def to_json(self) -> dict[str, object]:
-        return {"method": self.method, "rule": self.rule, "beam_width": self.beam_width}
+        d: dict[str, object] = {"method": self.method, "rule": self.rule,
+                                "beam_width": self.beam_width}
+        if self.think_budget is not None:
+            d["think_budget"] = self.think_budget
+        return d
 
     @classmethod
     def from_json(cls, d: dict[str, object]) -> Strategy:
-        bw = d.get("beam_width")
-        return cls(str(d["method"]), str(d["rule"]), None if bw is None else int(str(bw)))
+        bw, tb = d.get("beam_width"), d.get("think_budget")
+        return cls(str(d["method"]), str(d["rule"]), None if bw is None else int(str(bw)),
+                   None if tb is None else int(str(tb)))
 
 
 MAJORITY_BON = Strategy("best_of_n", "majority")
@@ -174,6 +183,7 @@ def load_results(paths: list[Path]) -> Results:
         key = (cfg.policy, cfg.prm)
         costs = costs_for_specs(cfg.policy, cfg.prm)
         width = cfg.search.beam_width if cfg.search.method in WIDTH_METHODS else None
+        think = cfg.search.think_budget
         rules = ("majority",) if cfg.search.method == "cot" else tuple(
             r for r in RULES if r != ORACLE) + OWN_ANSWERS.get(cfg.search.method, ())
         for rec in ok:
@@ -193,12 +203,13 @@ def load_results(paths: list[Path]) -> Results:
                 for rule in (r for r in mine if r in preds):
                     o = Outcome(float(preds[rule].correct), out.generations, out.policy_tokens,
                                 out.scored_tokens, out.flops, out.prefill_tokens)
-                    sums[(key, Strategy(cfg.search.method, rule, width), budget, rec.id)].append(o)
+                    sums[(key, Strategy(cfg.search.method, rule, width, think), budget,
+                          rec.id)].append(o)
                 if ORACLE in preds:
                     o = Outcome(float(preds[ORACLE].correct), out.generations,
                                 out.policy_tokens, out.scored_tokens, out.flops,
                                 out.prefill_tokens)
-                    label = Strategy(cfg.search.method, ORACLE, width).method_label
+                    label = Strategy(cfg.search.method, ORACLE, width, think).method_label
                     oracle[(key, label, budget, rec.id)].append(o)
     for (key, strat, budget, pid), os_ in sums.items():
         res.outcomes.setdefault(key, {}).setdefault(strat, {}).setdefault(budget, {})[pid] = \

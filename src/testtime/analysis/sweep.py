@@ -1,7 +1,8 @@
 """``testtime sweep``: a grid of runs (methods x N x PRMs x policies x seeds) in one directory.
 
 Every cell that needs its own samples is a normal run directory written by
-``testtime.runner.run`` under ``OUT/<method>-n<N>[-m<M>]-<policy>-<prm>-seed<S>/``. Methods
+``testtime.runner.run`` under ``OUT/<method>-n<N>[-m<M>][-t<T>]-<policy>-<prm>-seed<S>/`` (T:
+a thinking budget of the ``think_budgets`` axis). Methods
 whose records hold every power-of-two budget from prefixes (Best-of-N, DVTS: ``prefix_methods``)
 run only at the largest N of the grid; each smaller power-of-two N is a *derived* cell that
 points at that run and reads its records at ``budget = N``. CoT ignores N and runs once.
@@ -28,17 +29,14 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from testtime.analysis.runs import SWEEP_FILE, WIDTH_METHODS
+from testtime.analysis.sweep_exec import PolicyFactory, ScorerFactory, run_locally, run_on_ray
 from testtime.config import RunConfig, config_diff
-from testtime.policy.base import Policy
-from testtime.scoring.base import StepScorer
 from testtime.search.base import SamplingConfig
 from testtime.store import RecordStore, dump_json
 
 if TYPE_CHECKING:
     from testtime.distributed import RayOptions
 
-PolicyFactory = Callable[[str], Policy]
-ScorerFactory = Callable[[str], StepScorer]
 
 
 class PairOptions(BaseModel):
@@ -69,6 +67,9 @@ class SweepGrid(BaseModel):
     """Policy specs."""
     seeds: tuple[int, ...] = (0,)
     """Sampling seeds."""
+    think_budgets: tuple[int, ...] = ()
+    """Thinking budgets (R1-style models), a grid axis: each cell as ``run --think-budget``,
+    its directory named ``-t<T>``; empty: ``base.search.think_budget`` for every cell."""
     prefix_methods: tuple[str, ...] = ("best_of_n", "dvts", "adaptive_sc")
     """Methods whose smaller power-of-two budgets are valid prefixes of the largest run."""
     max_path_tokens_by_policy: dict[str, int] = Field(default_factory=dict)
@@ -92,6 +93,8 @@ class SweepGrid(BaseModel):
             raise ValueError(f"sweep.methods: unknown {unknown}; known: {sorted(METHODS)}")
         if any(n < 1 for n in self.ns):
             raise ValueError(f"sweep.ns must be >= 1, got {self.ns}")
+        if any(t < 1 for t in self.think_budgets):
+            raise ValueError(f"sweep.think_budgets must be >= 1, got {self.think_budgets}")
         return self
 
 
@@ -112,7 +115,8 @@ class Cell:
     def to_json(self) -> dict[str, Any]:
         return {"method": self.method, "n": self.n, "policy": self.policy, "prm": self.prm,
                 "seed": self.seed, "run_dir": self.run_dir, "budget": self.budget,
-                "derived": self.derived, "status": self.status}
+                "derived": self.derived, "status": self.status,
+                "think_budget": self.config.search.think_budget}
 
 
 def _slug(text: str) -> str:
@@ -124,9 +128,11 @@ def _is_pow2(n: int) -> bool:
 
 
 def cell_config(grid: SweepGrid, method: str, n: int, policy: str, prm: str,
-                seed: int) -> RunConfig:
+                seed: int, think_budget: int | None = None) -> RunConfig:
     d = grid.base.model_dump(mode="json")
     d["search"].update(method=method, n=n)
+    if grid.think_budgets:
+        d["search"]["think_budget"] = think_budget
     if policy in grid.max_path_tokens_by_policy:
         d["search"]["max_path_tokens"] = grid.max_path_tokens_by_policy[policy]
     if policy in grid.sampling_by_policy:
@@ -146,16 +152,20 @@ def plan(grid: SweepGrid) -> list[Cell]:
         for prm in grid.prms:
             for seed in grid.seeds:
                 for method in grid.methods:
-                    cells += _method_cells(grid, method, policy, prm, seed)
+                    for think in grid.think_budgets or (None,):
+                        cells += _method_cells(grid, method, policy, prm, seed, think)
     return cells
 
 
-def _method_cells(grid: SweepGrid, method: str, policy: str, prm: str, seed: int) -> list[Cell]:
+def _method_cells(grid: SweepGrid, method: str, policy: str, prm: str, seed: int,
+                  think: int | None) -> list[Cell]:
     def make(n: int, budget: int, derived: bool, run_n: int) -> Cell:
-        cfg = cell_config(grid, method, run_n, policy, prm, seed)
+        cfg = cell_config(grid, method, run_n, policy, prm, seed, think)
         name = f"{method}-n{run_n}"
         if method in WIDTH_METHODS:
             name += f"-m{cfg.search.beam_width}"
+        if think is not None:
+            name += f"-t{think}"
         name += f"-{_slug(policy)}-{_slug(prm)}-seed{seed}"
         return Cell(method, n, policy, prm, seed, name, budget, derived, cfg)
 
@@ -240,59 +250,12 @@ async def run_sweep(
             save()
 
     if ray is not None:
-        await _run_on_ray(todo, ray, executor_kwargs or {}, run_cells)
+        await run_on_ray(todo, ray, executor_kwargs or {}, run_cells)
     else:
-        await _run_locally(todo, policy_factory, scorer_factory, run_cells)
+        await run_locally(todo, policy_factory, scorer_factory, run_cells)
     by_dir = {c.run_dir: c.status for c in cells if not c.derived}
     for c in cells:
         if c.derived:
             c.status = f"derived: {by_dir[c.run_dir]}"
     save()
     return cells
-
-
-async def _run_locally(todo: dict[str, dict[str, list[Cell]]],
-                       policy_factory: PolicyFactory | None,
-                       scorer_factory: ScorerFactory | None, run_cells: Any) -> None:
-    from testtime.compose import build_run
-    from testtime.runner import problems_of
-
-    for groups in todo.values():
-        first = next(iter(groups.values()))[0].config
-        async with _build_policy(first, policy_factory) as policy:  # one policy at a time
-            for prm_spec, group in groups.items():
-                config = group[0].config
-                scorer = scorer_factory(prm_spec) if scorer_factory is not None else None
-                try:
-                    async with build_run(config, problems_of(config), policy=policy,
-                                         scorer=scorer) as built:
-                        await run_cells(group, built=built)
-                finally:
-                    if scorer is not None:
-                        await scorer.aclose()
-
-
-async def _run_on_ray(todo: dict[str, dict[str, list[Cell]]], ray: RayOptions,
-                      executor_kwargs: dict[str, Any], run_cells: Any) -> None:
-    from testtime.distributed import RayExecutor
-
-    for groups in todo.values():
-        for group in groups.values():  # one actor pool (set of engines) at a time
-            pool = RayExecutor(group[0].config, ray, **executor_kwargs)
-            try:
-                for cell in group:
-                    await run_cells([cell], executor=pool.bind(cell.config))
-            finally:
-                await pool.aclose()
-
-
-def _build_policy(config: RunConfig, factory: PolicyFactory | None) -> Policy:
-    """The policy of a group of cells, owned (and closed) by the sweep."""
-    from testtime.compose import check_config
-
-    check_config(config, policy=factory is None, scorer=False)
-    if factory is not None:
-        return factory(config.policy)
-    from testtime.policy.registry import build_policy
-
-    return build_policy(config.policy, config.policy_options)

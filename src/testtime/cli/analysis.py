@@ -139,7 +139,9 @@ def sweep(
     = "string",
     step_splitter: so.StepSplitter = "blank_lines",
     step_min_chars: so.StepMinChars = 400,
-    think_budget: so.ThinkBudget = None,
+    think_budget: Annotated[str | None, typer.Option(
+        help="R1-style models: comma-separated thinking budgets in tokens, a grid axis (each "
+             "cell as `run --think-budget`; analyses tell them apart as strategies)")] = None,
     dc_warmup: so.DcWarmup = 16,
     dc_eta: so.DcEta = 10.0,
     dc_window: so.DcWindow = 2048,
@@ -204,13 +206,14 @@ def sweep(
                                     answer_grouping=answer_grouping,  # type: ignore[arg-type]
                                     **so.search_fields(
                                         step_splitter=step_splitter,
-                                        step_min_chars=step_min_chars, think_budget=think_budget,
+                                        step_min_chars=step_min_chars, think_budget=None,
                                         dc_warmup=dc_warmup, dc_eta=dc_eta, dc_window=dc_window,
                                         dc_consensus=dc_consensus, dc_round=dc_round,
                                         rebase_temperature=rebase_temperature)),
                 max_concurrent_problems=concurrency),
             methods=_csv(methods), ns=_ints(ns, "ns"), prms=_csv(prms),
             policies=_csv(policies), seeds=_ints(seeds, "seeds"),
+            think_budgets=_ints(think_budget, "think-budget") if think_budget else (),
             max_path_tokens_by_policy={p: path for p, (_, path) in per_policy.items()},
             sampling_by_policy={p: sampling for p, (sampling, _) in per_policy.items()},
             engine_options=pairs,
