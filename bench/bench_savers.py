@@ -41,8 +41,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
-from testtime.records import ProblemRecord  # noqa: E402
-from testtime.store import read_records  # noqa: E402
+from testtime.records import ProblemRecord
+from testtime.store import read_records
 
 BOOT = 2000
 OFFLINE = ("deepconf_lowest_10_wvote", "deepconf_lowest_90_wvote", "deepconf_tail_10_wvote")
