@@ -178,12 +178,19 @@ def search_tables(a: argparse.Namespace, ns: list[int]) -> None:
     for cell in sweep["cells"]:
         if cell["method"] not in ("rebase", "beam_search", "best_of_n", "dvts"):
             continue
-        recs = load(a.out / "search" / cell["run_dir"])
+        results = a.out / "search" / cell["run_dir"] / "results.jsonl"
+        recs = load(results.parent) if results.exists() else []
+        if not recs:
+            continue  # a cell that did not run (the time limit of a device call)
         b = int(cell.get("budget") or cell["n"])
         for rule in ("majority", "prm_last_max", "prm_min_vote"):
             text, _, tok = row(recs, b, rule)
-            print(f"| {cell['method']} | {b} | {rule} | {text} | {tok:.1f} |")
-    table = json.loads((a.out / "analysis" / "optimal_table.json").read_text())
+            print(f"| {cell['method']} | {b} | {rule} | {text} | {tok:.1f} |"
+                  + (f" ({len(recs)} problems)" if len(recs) != a.limit else ""))
+    path = a.out / "analysis" / "optimal_table.json"
+    if not path.exists():
+        return
+    table = json.loads(path.read_text())
     print("\n## Compute-optimal table (cross-validated)\n")
     print("| binning | bin | budget | problems | chosen | CV accuracy | majority |\n"
           "| --- | --- | --- | --- | --- | --- | --- |")
