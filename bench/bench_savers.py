@@ -75,7 +75,8 @@ def run_all(a: argparse.Namespace) -> None:
               *(["--device", a.device] if a.device else []),
               *(["--max-batch-seqs", str(a.max_batch_seqs)] if a.max_batch_seqs else []),
               *[x for kv in a.engine_arg for x in ("--engine-arg", kv)]]
-    dc = ["--deepconf-warmup", str(a.warmup), "--deepconf-window", str(a.window)]
+    dc = ["--deepconf-warmup", str(a.warmup), "--deepconf-window", str(a.window),
+          "--deepconf-round", str(a.round)]
     full = ["--method", "adaptive_sc", "--sc-threshold", "1.0", "--sc-round", str(top)]
     high = ["--method", "deepconf", "--deepconf-eta", "90", *dc]
     steps = [("search", ["sweep", *sweep_args(common), "--methods", a.methods, "--ns", a.ns,
@@ -93,7 +94,7 @@ def run_all(a: argparse.Namespace) -> None:
 
 
 def sweep_args(common: list[str]) -> list[str]:
-    """``run``'s options as ``sweep`` spells them (plural grid axes, no --seed value)."""
+    """``run``'s options as ``sweep`` spells them (its grid axes are plural)."""
     out, it = [], iter(common)
     for opt in it:
         if opt in ("--policy", "--prm", "--seed"):
@@ -211,6 +212,9 @@ def main() -> None:
     p.add_argument("--prm", default="self-certainty")
     p.add_argument("--warmup", type=int, default=4)
     p.add_argument("--window", type=int, default=32)
+    p.add_argument("--round", type=int, default=1,
+                   help="DeepConf traces per problem between consensus checks (a GPU wants "
+                        "several in flight; the paper: 1)")
     p.add_argument("--device")
     p.add_argument("--max-batch-seqs", type=int)
     p.add_argument("--concurrency", type=int, default=100)
