@@ -230,9 +230,11 @@ def test_extraction(text, answer, source) -> None:
     ],
 )
 def test_extraction_is_linear_and_never_raises(text) -> None:
-    start = time.perf_counter()
+    # CPU time of this process, not wall time: a loaded machine must not fail it, while a
+    # super-linear pattern on these 100k-character inputs takes minutes of CPU
+    start = time.process_time()
     answer = extract_answer(text)
-    assert time.perf_counter() - start < 1.0
+    assert time.process_time() - start < 1.0
     assert answer is None or isinstance(answer, str)
 
 
