@@ -140,6 +140,7 @@ def load(d: Path) -> list[ProblemRecord]:
 
 def tables(a: argparse.Namespace) -> None:
     out, ns = a.out, [int(n) for n in a.ns.split(",")]
+    budgets = [int(n) for n in a.budgets.split(",")] if a.budgets else ns
     low_dir = out / "search" / next(c["run_dir"] for c in json.loads(
         (out / "search" / "sweep.json").read_text())["cells"]
         if c["method"] == "deepconf" and c["n"] == max(ns))
@@ -151,7 +152,7 @@ def tables(a: argparse.Namespace) -> None:
     print(f"\n## DeepConf, {len(ids)} problems ({a.dataset}), seed 0\n")
     print("| budget | method | accuracy | 95 % CI | diff. vs majority, 95 % CI | "
           "generated tokens / problem |\n| --- | --- | --- | --- | --- | --- |")
-    for b in (n for n in ns if n >= a.warmup):
+    for b in (n for n in budgets if n >= a.warmup):
         maj_cell, maj, maj_tok = row(full, b, "majority")
         lines = [(f"online DeepConf-low ({r_name})", row(recs, b, "deepconf", maj))
                  for r_name, recs in (("eta 10", low),)]
