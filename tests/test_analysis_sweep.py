@@ -246,3 +246,24 @@ def test_thinking_budgets_are_a_grid_axis_and_strategies(tmp_path: Path) -> None
         Strategy("dvts", "majority", 4)  # tables written before the field
     with pytest.raises(ValueError, match="think_budgets"):
         SweepGrid(think_budgets=(0,))
+
+
+def test_sweep_and_run_name_the_embedded_model_alike(tmp_path: Path) -> None:
+    """``sweep --policies default`` records the policy as ``run --policy default`` does
+    (``BACKEND:default``), so analyze keys a sweep and a run of the embedded model as one
+    (policy, PRM) pair: one table entry, not two."""
+    from testtime.cli import app
+    from testtime.policy.registry import default_backend
+
+    data = write_problems(tmp_path / "set.jsonl")
+    common = ["--dataset", str(data), "--limit", "1", "--prm", "self-certainty",
+              "--max-path-tokens", "8", "--no-progress"]
+    r = CliRunner().invoke(app, ["run", "--policy", "default", "--method", "best_of_n", "--n",
+                                 "2", *common, "--out", str(tmp_path / "run")])
+    assert r.exit_code == 0, r.output
+    sweep_opts = [x.replace("--prm", "--prms") for x in common]
+    r = CliRunner().invoke(app, ["sweep", "--policies", "default", "--methods", "cot", "--ns",
+                                 "1", *sweep_opts, "--out", str(tmp_path / "sweep")])
+    assert r.exit_code == 0, r.output
+    res = load_results([tmp_path / "run", tmp_path / "sweep"])
+    assert list(res.outcomes) == [(f"{default_backend()}:default", "self-certainty")]

@@ -186,6 +186,10 @@ def sweep(
 
     engine = eo.EngineArgs.of(locals())  # the engine options above
     with user_errors():
+        from testtime.policy.registry import recorded_spec
+
+        # named as `run` records them, so that analyze pools a sweep with runs of one model
+        policies = ",".join(recorded_spec(p) for p in _csv(policies))
         if prms is None:
             from testtime.scoring.registry import PORTABLE_SCORER, default_scorer
 

@@ -191,11 +191,9 @@ def run(
         elif table is not None or budget is not None or compare:
             fail("--table, --budget and --compare apply with --strategy optimal")
         engine = eo.EngineArgs.of(locals())  # the engine options above
-        if policy == "default":
-            # Record the backend actually used, so the saved config reproduces this run.
-            from testtime.policy.registry import default_backend
+        from testtime.policy.registry import recorded_spec
 
-            policy = f"{default_backend()}:default"
+        policy = recorded_spec(policy)
         if prm is None:
             from testtime.scoring.registry import default_scorer
 

@@ -84,13 +84,12 @@ def tts(
     from testtime.api.server import run_server
     from testtime.compose import check_config
     from testtime.config import RunConfig
-    from testtime.policy.registry import default_backend
+    from testtime.policy.registry import recorded_spec
     from testtime.search.base import SearchConfig
 
     api_key = api_key or None  # an empty $TESTTIME_TTS_API_KEY means no key
     with user_errors():
-        if policy == "default":
-            policy = f"{default_backend()}:default"  # as `testtime run` records it
+        policy = recorded_spec(policy)  # as `testtime run` records it
         if table is not None and not table.is_file():
             fail(f"--table {table}: no such file")
         sampling, path = sampling_and_path(policy, prompt, temperature, top_p, seed,

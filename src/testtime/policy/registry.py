@@ -39,6 +39,13 @@ def default_backend() -> str:
 
     return "llamacpp" if importlib.util.find_spec("llama_cpp") is not None else DEFAULT_BACKEND
 
+def recorded_spec(policy: str) -> str:
+    """The policy spec a config records: bare ``default`` becomes ``BACKEND:default`` with the
+    backend it runs on, so that a saved config reproduces the run and ``run``, ``sweep`` and
+    ``serve tts`` name the embedded model alike (analyses key results by this name)."""
+    return f"{default_backend()}:default" if policy == "default" else policy
+
+
 _OPENAI_SPEC = re.compile(r"^(?P<model>[^@]+)@(?P<urls>https?://\S+)$")
 
 
