@@ -21,6 +21,10 @@ MAY_DIFFER = frozenset({
 """Config fields (dotted) that never make two runs incomparable."""
 
 
+WIDTH_METHODS = ("beam_search", "dvts")
+"""Methods whose beam width is part of the strategy (and of the pooling group)."""
+
+
 class IncomparableRuns(ValueError):
     """Runs that ``analyze`` would pool as seeds differ in a setting that shapes results."""
 
@@ -51,14 +55,15 @@ def settings(cfg: RunConfig) -> dict[str, Any]:
 
 def check_comparable(runs: list[tuple[str, RunConfig]]) -> None:
     """Raise :class:`IncomparableRuns` naming the runs and the differing fields when runs of
-    one (policy, PRM, method, beam width, thinking budget) group disagree on a setting that shapes results.
+    one (policy, PRM, method, beam width, thinking budget) group disagree on a setting that
+    shapes results.
 
     ``runs`` pairs a label (the run directory) with its config."""
     groups: dict[tuple[str, str, str, int | None, int | None],
                  list[tuple[str, RunConfig]]] = {}
     for label, cfg in runs:
         s = cfg.search
-        width = s.beam_width if s.method in ("beam_search", "dvts") else None
+        width = s.beam_width if s.method in WIDTH_METHODS else None
         groups.setdefault((cfg.policy, cfg.prm, s.method, width, s.think_budget),
                           []).append((label, cfg))
     for (policy, prm, method, *_), members in groups.items():

@@ -20,7 +20,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from testtime.analysis.comparable import check_comparable
+from testtime.analysis.comparable import WIDTH_METHODS, check_comparable
 from testtime.config import RunConfig
 from testtime.flops import FlopCosts, costs_for_specs
 from testtime.records import ProblemRecord
@@ -31,8 +31,6 @@ from testtime.store import read_records, writer_of
 log = logging.getLogger(__name__)
 
 SWEEP_FILE = "sweep.json"
-WIDTH_METHODS = ("beam_search", "dvts")
-"""Methods whose beam width is part of the strategy."""
 OWN_ANSWERS: dict[str, tuple[str, ...]] = {"deepconf": (DEEPCONF_OWN,)}
 """Predictions a method writes beside the selection rules (its own answer), analysed as a
 strategy of their own: online DeepConf's ``deepconf`` (the confidence-weighted vote of the
