@@ -38,7 +38,6 @@ if TYPE_CHECKING:
     from testtime.distributed import RayOptions
 
 
-
 class PairOptions(BaseModel):
     """The engine options of one (policy, PRM) pair of a sweep."""
 

@@ -189,18 +189,18 @@ def sweep(
         from testtime.policy.registry import recorded_spec
 
         # named as `run` records them, so that analyze pools a sweep with runs of one model
-        policies = ",".join(recorded_spec(p) for p in _csv(policies))
+        specs = tuple(recorded_spec(p) for p in _csv(policies))
         if prms is None:
             from testtime.scoring.registry import PORTABLE_SCORER, default_scorer
 
-            defaults = {default_scorer(p) for p in _csv(policies)}
+            defaults = {default_scorer(p) for p in specs}
             prms = defaults.pop() if len(defaults) == 1 else PORTABLE_SCORER
         per_policy = {p: sampling_and_path(p, None, temperature, top_p, 0, max_path_tokens)
-                      for p in _csv(policies)}
+                      for p in specs}
         pairs = tuple(PairOptions(policy=p, prm=r, **dict(zip(
             ("policy_options", "prm_options"), planned_options(p, r, engine, plan=ray is None),
             strict=True)))
-            for p in _csv(policies) for r in _csv(prms))
+            for p in specs for r in _csv(prms))
         grid = SweepGrid(
             base=RunConfig(
                 dataset=DatasetConfig(name=dataset, data_dir=data_dir, limit=limit),
@@ -216,7 +216,7 @@ def sweep(
                                         rebase_temperature=rebase_temperature)),
                 max_concurrent_problems=concurrency),
             methods=_csv(methods), ns=_ints(ns, "ns"), prms=_csv(prms),
-            policies=_csv(policies), seeds=_ints(seeds, "seeds"),
+            policies=specs, seeds=_ints(seeds, "seeds"),
             think_budgets=_ints(think_budget, "think-budget") if think_budget else (),
             max_path_tokens_by_policy={p: path for p, (_, path) in per_policy.items()},
             sampling_by_policy={p: sampling for p, (sampling, _) in per_policy.items()},
